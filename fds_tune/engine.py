@@ -1,0 +1,426 @@
+"""FDS: exact forward-mode hypergradients with shared hyperparameters.
+
+Inner optimizer (any :class:`~fds_tune.optim.Optimizer`; SGD shown)::
+
+    v_{t+1}     = mu_t v_t + (clamp(g_t) + beta_t theta_t)
+    theta_{t+1} = theta_t - eta_t v_{t+1}
+
+Each hyperparameter kind ``k`` has ``n_k`` shared values; step ``t`` of ``T``
+uses value ``floor(n_k t / T)``.  For every shared value (a *column*) we carry
+the tangents ``dtheta_t/dlambda`` and ``dstate_t/dlambda`` forward.  One inner
+step maps ``(theta, state, h) -> (theta', state')``; its tangent is obtained
+generically by ``torch.func.jvp`` of that pure step (forward-over-reverse, since
+the step calls ``torch.func.grad``), batched over columns with ``vmap``.  The
+clamp is differentiated exactly: its tangent is ``mask * (H Z)``.
+
+Columns whose chunk has not started have zero tangents and are skipped, so the
+work per step is proportional to the number of *active* columns.  Memory is
+``O(P * n)`` (the tangents), independent of the horizon.  Active columns are
+processed in groups of bounded size: activation memory grows with the group,
+and the primal step is recomputed once per group.
+
+The hypergradient is ``grad_theta L_val(theta_T) . Z_T``.  The validation loss
+uses train-mode BatchNorm on each validation batch (batch statistics, as the
+paper's code does), so that it is the exact function differentiated; running
+statistics are used only for evaluation (accuracy).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import grad_and_value, jvp, vmap
+
+from .functional import FunctionalModel, LossFn, TrainState
+from .optim import Optimizer, get_optimizer
+from .schedule import Schedule, value_index
+
+__all__ = ["hypergradients", "train", "HyperGradients", "TrainResult", "default_group_size", "METHODS"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+METHODS = ("forward", "reverse")
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of extra activation memory for batched columns
+
+
+@dataclass
+class TrainResult:
+    """End of an inner run: final state, per-step train losses, divergence flag."""
+
+    state: TrainState
+    train_losses: list[float]
+    diverged: bool = False
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        return self.state.params
+
+    @property
+    def buffers(self) -> dict[str, torch.Tensor]:
+        return self.state.buffers
+
+
+@dataclass
+class HyperGradients(Mapping[str, torch.Tensor]):
+    """d L_val(theta_T) / d (shared value), per hyperparameter kind (1-D tensors).
+
+    Also carries the trained state, the validation loss and the train losses.
+    ``diverged`` is True when a loss, the weights or a hypergradient became
+    non-finite; the run then stopped early and the gradients are NaN.
+    """
+
+    grads: dict[str, torch.Tensor]
+    val_loss: float
+    run: TrainResult
+    tangents: torch.Tensor | None = field(default=None, repr=False)
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.grads[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.grads)
+
+    def __len__(self) -> int:
+        return len(self.grads)
+
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        return self.run.params
+
+    @property
+    def buffers(self) -> dict[str, torch.Tensor]:
+        return self.run.buffers
+
+    @property
+    def diverged(self) -> bool:
+        return self.run.diverged
+
+
+# ---------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------
+def hypergradients(
+    model: nn.Module,
+    schedule: Schedule | Mapping[str, Sequence[float] | torch.Tensor],
+    train_batches: Iterable[Batch],
+    val_batches: Iterable[Batch],
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    grad_clamp: float | None = None,
+    optimizer: str | Optimizer = "sgd",
+    horizon: int | None = None,
+    method: str = "forward",
+    group_size: int | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    start: TrainState | None = None,
+) -> HyperGradients:
+    """Train ``model`` for ``T`` steps with ``schedule`` and return exact hypergradients.
+
+    Args:
+        model: an ``nn.Module``; training starts from its current parameters and
+            buffers (or from ``start``).  The module itself is not modified.
+        schedule: shared values per kind; kinds must be the optimizer's
+            hyperparameters (``lr``, ``momentum``, ``weight_decay`` for SGD).
+        train_batches: ``(x, y)`` pairs; ``T = len(train_batches)`` unless
+            ``horizon`` is given (required for plain iterables).
+        val_batches: ``(x, y)`` pairs; the objective is the mean of ``loss_fn``
+            over all validation samples (batches weighted by size).
+        grad_clamp: clamp minibatch gradients elementwise to ``[-c, c]``.
+        optimizer: ``"sgd"`` (default), ``"sgd_nesterov"``, ``"adamw"`` or an
+            :class:`~fds_tune.optim.Optimizer`.
+        method: ``"forward"`` (vmapped jvp of the gradient) or ``"reverse"``
+            (the reference way: one double-backward per active column).
+        group_size: active columns batched together; ``None`` picks the largest
+            group whose estimated activation memory fits ``memory_budget``.
+        start: continue from a :class:`TrainState` instead of the model's state.
+
+    Returns:
+        :class:`HyperGradients`, a mapping kind -> 1-D tensor of
+        ``dL_val/dvalue``, with ``.val_loss``, ``.params``, ``.buffers``,
+        ``.run`` and ``.diverged``.
+    """
+    opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
+    fm = FunctionalModel(model, loss_fn)
+    schedule, horizon, state = _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start)
+    if method not in METHODS:
+        raise ValueError(f"method: got {method!r}; allowed values are {list(METHODS)}")
+    if group_size is not None and (not isinstance(group_size, int) or group_size < 1):
+        raise ValueError(f"group_size: got {group_size!r}; must be a positive int or None (automatic)")
+    return _Forward(fm, opt, schedule, horizon, grad_clamp, method, group_size, memory_budget).run(
+        state, train_batches, val_batches
+    )
+
+
+def train(
+    model: nn.Module,
+    schedule: Schedule | Mapping[str, Sequence[float] | torch.Tensor],
+    train_batches: Iterable[Batch],
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    grad_clamp: float | None = None,
+    optimizer: str | Optimizer = "sgd",
+    horizon: int | None = None,
+    start: TrainState | None = None,
+) -> TrainResult:
+    """Plain training with a shared schedule (no tangents); same step as :func:`hypergradients`.
+
+    With constant values this equals ``torch.optim.SGD(lr, momentum, weight_decay)``
+    step for step.  Stops early (``diverged=True``) on a non-finite loss or weights.
+    """
+    opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
+    fm = FunctionalModel(model, loss_fn)
+    schedule, horizon, state = _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start)
+    step = _make_step(fm, opt, grad_clamp)
+    theta, buffers = fm.flatten(state.params), state.buffers
+    opt_state, losses, diverged = state.opt_state, [], False
+    hvecs = _hyper_vectors(schedule, opt, horizon)
+    with fm.batch_statistics():
+        for t, (x, y) in _take(train_batches, horizon):
+            (theta, opt_state), (loss, stats) = step(theta, opt_state, hvecs[t], buffers, x, y, state.step + t)
+            buffers = fm.update_buffers(buffers, stats)
+            losses.append(float(loss))
+            if not (math.isfinite(losses[-1]) and _finite(theta)):
+                diverged = True
+                break
+    return TrainResult(TrainState(fm.unflatten(theta), buffers, opt_state, state.step + len(losses)), losses, diverged)
+
+
+def default_group_size(model: nn.Module, example_x: torch.Tensor, n_columns: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
+    """Largest number of columns to batch whose activation memory fits ``memory_budget``.
+
+    Batched forward-over-reverse keeps, per column, tangents of the forward
+    activations and of the backward intermediates; we estimate that as
+    ``_TANGENT_FACTOR`` times the activations of one forward pass.
+    """
+    per_column = _TANGENT_FACTOR * _activation_bytes(model, example_x)
+    return int(max(1, min(n_columns, memory_budget // max(per_column, 1))))
+
+
+_TANGENT_FACTOR = 4
+
+
+# ---------------------------------------------------------------------------------------
+# Internals
+# ---------------------------------------------------------------------------------------
+def _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start):
+    if not isinstance(schedule, Schedule):
+        schedule = Schedule(schedule)
+    missing, extra = set(opt.hyper_names) - set(schedule), set(schedule) - set(opt.hyper_names)
+    if missing or extra:
+        raise ValueError(
+            f"schedule: got kinds {sorted(schedule)}; optimizer {opt.name!r} needs exactly {list(opt.hyper_names)}"
+            + (f" (missing {sorted(missing)})" if missing else "")
+            + (f" (unknown {sorted(extra)})" if extra else "")
+        )
+    if horizon is None:
+        if not hasattr(train_batches, "__len__"):
+            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable of batches")
+        horizon = len(train_batches)
+    if not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon: got {horizon!r}; must be a positive int (number of inner steps)")
+    if hasattr(train_batches, "__len__") and len(train_batches) < horizon:
+        raise ValueError(f"horizon: got {horizon}, but train_batches holds only {len(train_batches)} batches")
+    if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
+        raise ValueError(f"grad_clamp: got {grad_clamp!r}; must be a positive number or None")
+    if start is None:
+        theta, buffers = fm.initial_state()
+        start = TrainState(fm.unflatten(theta), buffers, opt.init(theta), 0)
+    ref = next(iter(start.params.values()))
+    schedule = schedule.to(dtype=ref.dtype, device=ref.device)
+    return schedule, horizon, start
+
+
+def _take(batches: Iterable[Batch], horizon: int) -> Iterator[tuple[int, Batch]]:
+    it = iter(batches)
+    for t in range(horizon):
+        try:
+            yield t, next(it)
+        except StopIteration:
+            raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {t} batches") from None
+
+
+def _finite(x: torch.Tensor) -> bool:
+    return bool(torch.isfinite(x).all())
+
+
+def _hyper_vectors(schedule: Schedule, opt: Optimizer, horizon: int) -> list[torch.Tensor]:
+    """Per step, the vector of hyperparameter values in ``opt.hyper_names`` order."""
+    table = torch.stack(
+        [schedule[k][[value_index(schedule[k].numel(), t, horizon) for t in range(horizon)]] for k in opt.hyper_names], 1
+    )
+    return list(table.unbind(0))
+
+
+def _make_step(fm: FunctionalModel, opt: Optimizer, grad_clamp: float | None):
+    """The pure inner step ``(theta, state, hvec) -> (theta', state')`` with aux (loss, BN stats)."""
+    names = opt.hyper_names
+    grad_loss = grad_and_value(fm.loss, has_aux=True)
+
+    def step(theta, opt_state, hvec, buffers, x, y, t):
+        g, (loss, stats) = grad_loss(theta, buffers, x, y)
+        if grad_clamp is not None:
+            g = g.clamp(-grad_clamp, grad_clamp)
+        theta, opt_state = opt.update(theta, opt_state, g, dict(zip(names, hvec.unbind(0))), t)
+        return (theta, opt_state), (loss, stats)
+
+    return step
+
+
+def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    total = 0
+
+    def count(module, inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * output.element_size()
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    hooks = [m.register_forward_hook(count) for m in leaves]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return total
+
+
+class _Forward:
+    """One forward-mode run: tangents carried through every inner step."""
+
+    def __init__(self, fm, opt, schedule, horizon, grad_clamp, method, group_size, memory_budget):
+        self.fm, self.opt, self.schedule, self.horizon = fm, opt, schedule, horizon
+        self.grad_clamp, self.method = grad_clamp, method
+        self.group_size, self.memory_budget = group_size, memory_budget
+        self.kinds = opt.hyper_names
+        self.sizes = [schedule[k].numel() for k in self.kinds]
+        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
+        self.n_columns = sum(self.sizes)
+        self.step = _make_step(fm, opt, grad_clamp)
+        self._active_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    # Which columns have started, and each one's hyperparameter tangent at this step.
+    def _active(self, t: int, like: torch.Tensor):
+        idx = tuple(value_index(n, t, self.horizon) for n in self.sizes)
+        if idx not in self._active_cache:
+            cols, rows_h = [], []
+            for k, (off, i_now) in enumerate(zip(self.offsets, idx)):
+                for i in range(i_now + 1):
+                    cols.append(off + i)
+                    rows_h.append(k if i == i_now else -1)
+            cols_t = torch.tensor(cols, device=like.device)
+            zh = torch.zeros(len(cols), len(self.kinds), dtype=like.dtype, device=like.device)
+            for r, k in enumerate(rows_h):
+                if k >= 0:
+                    zh[r, k] = 1.0
+            self._active_cache[idx] = (cols_t, zh)
+        return self._active_cache[idx]
+
+    def run(self, start: TrainState, train_batches, val_batches) -> HyperGradients:
+        fm = self.fm
+        theta, buffers, opt_state = fm.flatten(start.params), start.buffers, start.opt_state
+        z_theta = theta.new_zeros(self.n_columns, theta.numel())
+        z_state = tuple(s.new_zeros(self.n_columns, *s.shape) for s in opt_state)
+        hvecs = _hyper_vectors(self.schedule, self.opt, self.horizon)
+        losses, diverged = [], False
+        tangent_step = self._tangent_step_forward if self.method == "forward" else self._tangent_step_reverse
+        with fm.batch_statistics():
+            for t, (x, y) in _take(train_batches, self.horizon):
+                if self.group_size is None:
+                    self.group_size = default_group_size(fm.model, x, self.n_columns, self.memory_budget)
+                cols, zh = self._active(t, theta)
+                all_active = len(cols) == self.n_columns
+                zt = z_theta if all_active else z_theta.index_select(0, cols)
+                zs = tuple(z if all_active else z.index_select(0, cols) for z in z_state)
+                args = (buffers, x, y, start.step + t)
+                (theta, opt_state), (zt, zs), (loss, stats) = tangent_step(theta, opt_state, hvecs[t], zt, zs, zh, args)
+                if all_active:
+                    z_theta, z_state = zt, zs
+                else:
+                    z_theta = z_theta.index_copy(0, cols, zt)
+                    z_state = tuple(z.index_copy(0, cols, n) for z, n in zip(z_state, zs))
+                buffers = fm.update_buffers(buffers, stats)
+                losses.append(float(loss))
+                if not (math.isfinite(losses[-1]) and _finite(theta)):
+                    diverged = True
+                    break
+            if diverged:
+                val_loss, g_val = float("nan"), torch.full_like(theta, float("nan"))
+            else:
+                val_loss, g_val = self._validation_gradient(theta, buffers, val_batches)
+        flat = z_theta @ g_val
+        if not _finite(flat):
+            diverged = True
+        grads = {k: flat[off : off + n] for k, off, n in zip(self.kinds, self.offsets, self.sizes)}
+        run = TrainResult(TrainState(fm.unflatten(theta), buffers, opt_state, start.step + len(losses)), losses, diverged)
+        return HyperGradients(grads, val_loss, run, z_theta)
+
+    def _groups(self, m: int) -> list[slice]:
+        g = self.group_size or m
+        return [slice(i, min(i + g, m)) for i in range(0, m, g)]
+
+    def _tangent_step_forward(self, theta, opt_state, hvec, zt, zs, zh, args):
+        """vmap over columns of jvp(step): forward-over-reverse, in groups of bounded size."""
+        step = self.step
+
+        def one_column(zt_j, zs_j, zh_j):
+            return jvp(lambda th, st, hv: step(th, st, hv, *args), (theta, opt_state, hvec), (zt_j, zs_j, zh_j), has_aux=True)
+
+        batched = vmap(one_column, in_dims=(0, 0, 0), out_dims=(None, 0, None))
+        primal = aux = None
+        outs_t, outs_s = [], []
+        for sl in self._groups(zt.shape[0]):
+            p, (t_theta, t_state), a = batched(zt[sl], tuple(z[sl] for z in zs), zh[sl])
+            primal, aux = (p, a) if primal is None else (primal, aux)
+            outs_t.append(t_theta)
+            outs_s.append(t_state)
+        zt = outs_t[0] if len(outs_t) == 1 else torch.cat(outs_t)
+        zs = tuple(s[0] if len(outs_s) == 1 else torch.cat(s) for s in zip(*outs_s))
+        return primal, (zt, zs), aux
+
+    def _tangent_step_reverse(self, theta, opt_state, hvec, zt, zs, zh, args):
+        """The reference way: one double-backward (Hessian-vector product) per active column."""
+        fm, opt, names, clamp = self.fm, self.opt, self.opt.hyper_names, self.grad_clamp
+        buffers, x, y, t = args
+        with torch.enable_grad():
+            th = theta.detach().requires_grad_(True)
+            loss, stats = fm.loss(th, buffers, x, y)
+            (g,) = torch.autograd.grad(loss, th, create_graph=True)
+
+        def post_grad(th_, st_, g_, hv_):
+            if clamp is not None:
+                g_ = g_.clamp(-clamp, clamp)
+            return opt.update(th_, st_, g_, dict(zip(names, hv_.unbind(0))), t)
+
+        g0 = g.detach()
+        new_t, new_s, primal = [], [], None
+        for j in range(zt.shape[0]):
+            (hz,) = torch.autograd.grad(g, th, zt[j], retain_graph=j + 1 < zt.shape[0])
+            primal, (tt, ts) = jvp(
+                post_grad, (theta, opt_state, g0, hvec), (zt[j], tuple(z[j] for z in zs), hz, zh[j])
+            )
+            new_t.append(tt)
+            new_s.append(ts)
+        if primal is None:  # no active column cannot happen (column 0 of every kind starts at t=0)
+            raise RuntimeError("no active hyperparameter column")
+        return primal, (torch.stack(new_t), tuple(torch.stack(s) for s in zip(*new_s))), (loss.detach(), stats)
+
+    def _validation_gradient(self, theta, buffers, val_batches):
+        """Mean validation loss over all samples (train-mode BatchNorm) and its gradient."""
+        loss_grad = grad_and_value(self.fm.loss, has_aux=True)
+        total, count, g_sum = 0.0, 0, torch.zeros_like(theta)
+        for x, y in val_batches:
+            g, (loss, _) = loss_grad(theta, buffers, x, y)
+            n = len(y)
+            g_sum = g_sum + n * g
+            total += float(loss) * n
+            count += n
+        if count == 0:
+            raise ValueError("val_batches: got no batches")
+        return total / count, g_sum / count

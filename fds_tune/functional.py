@@ -1,0 +1,153 @@
+"""A module seen as a pure function of one flat parameter vector.
+
+Everything the engine differentiates goes through :class:`FunctionalModel`:
+parameters are a single flat tensor (so optimizer updates and tangents are a
+few fused elementwise ops), buffers are passed explicitly, and BatchNorm's
+running statistics are updated *outside* the differentiated function.
+
+BatchNorm inside ``torch.func`` transforms: PyTorch updates running statistics
+in place, which fails on captured tensors.  While :meth:`FunctionalModel.loss`
+runs, BatchNorm layers use batch statistics without tracking, and a forward
+pre-hook records each layer's batch mean and unbiased variance (detached) as an
+auxiliary output.  :meth:`FunctionalModel.update_buffers` then applies exactly
+PyTorch's running-statistics rule to the explicit buffers.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+
+import torch
+import torch.nn as nn
+from torch.func import functional_call
+
+__all__ = ["FunctionalModel", "TrainState"]
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+class TrainState(tuple):
+    """(params, buffers, opt_state, step): everything needed to continue a run.
+
+    ``params`` and ``buffers`` are name -> tensor dicts, ``opt_state`` a tuple of
+    flat tensors, ``step`` the number of inner steps taken so far.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, params, buffers, opt_state, step):
+        return super().__new__(cls, (params, buffers, opt_state, step))
+
+    params = property(lambda s: s[0])
+    buffers = property(lambda s: s[1])
+    opt_state = property(lambda s: s[2])
+    step = property(lambda s: s[3])
+
+
+class FunctionalModel:
+    """Pure-function view of ``model``: ``loss(flat_params, buffers, x, y)``."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        self.model = model
+        self.loss_fn = loss_fn
+        named = list(model.named_parameters())
+        if not named:
+            raise ValueError("model: has no parameters to train")
+        self.names = [n for n, _ in named]
+        self.shapes = [p.shape for _, p in named]
+        self.numels = [p.numel() for _, p in named]
+        self.numel = sum(self.numels)
+        self.batchnorms = {
+            n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        }
+        self._stats: Stats = {}
+
+    # ---- parameters ----------------------------------------------------------------
+    def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([params[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {n: c.view(s) for n, c, s in zip(self.names, torch.split(flat, self.numels), self.shapes)}
+
+    def initial_state(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Flat copy of the model's current parameters, and a copy of its buffers."""
+        theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone()
+        buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
+        return theta, buffers
+
+    # ---- the differentiated function ----------------------------------------------
+    def loss(self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
+        """Mean train-mode loss on one batch, and the BatchNorm batch statistics (aux).
+
+        Must be called inside :meth:`batch_statistics`.
+        """
+        self._stats = {}
+        out = functional_call(self.model, (self.unflatten(flat), buffers), (x,))
+        stats, self._stats = self._stats, {}
+        return self.loss_fn(out, y), stats
+
+    @contextlib.contextmanager
+    def batch_statistics(self) -> Iterator[None]:
+        """Train mode, BatchNorm on batch statistics without in-place tracking, stats recorded."""
+        was_training = {m: m.training for m in self.model.modules()}
+        hooks = []
+        for name, bn in self.batchnorms.items():
+            bn.track_running_stats = False
+            hooks.append(bn.register_forward_pre_hook(self._recorder(name)))
+        self.model.train()
+        try:
+            yield
+        finally:
+            for h in hooks:
+                h.remove()
+            for bn in self.batchnorms.values():
+                bn.track_running_stats = True
+            for m, mode in was_training.items():
+                m.training = mode
+
+    def _recorder(self, name: str):
+        def record(module, inputs):
+            x = inputs[0].detach()
+            dims = [0] + list(range(2, x.dim()))
+            self._stats[name] = (x.mean(dims), x.var(dims, unbiased=True))
+
+        return record
+
+    def update_buffers(self, buffers: dict[str, torch.Tensor], stats: Stats) -> dict[str, torch.Tensor]:
+        """PyTorch's running-statistics rule, applied out of place to explicit buffers."""
+        if not stats:
+            return buffers
+        new = dict(buffers)
+        for name, (mean, var) in stats.items():
+            bn = self.batchnorms[name]
+            prefix = f"{name}." if name else ""
+            count = buffers[prefix + "num_batches_tracked"] + 1
+            factor = 1.0 / float(count) if bn.momentum is None else bn.momentum
+            new[prefix + "num_batches_tracked"] = count
+            new[prefix + "running_mean"] = torch.lerp(buffers[prefix + "running_mean"], mean, factor)
+            new[prefix + "running_var"] = torch.lerp(buffers[prefix + "running_var"], var, factor)
+        return new
+
+    # ---- evaluation ----------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(
+        self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
+    ) -> tuple[float, float]:
+        """Eval-mode (running statistics) mean loss and accuracy over ``batches``."""
+        was_training = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        params = self.unflatten(flat)
+        total_loss, correct, count = 0.0, 0, 0
+        try:
+            for x, y in batches:
+                out = functional_call(self.model, (params, buffers), (x,))
+                total_loss += float(self.loss_fn(out, y)) * len(y)
+                correct += int((out.argmax(-1) == y).sum())
+                count += len(y)
+        finally:
+            for m, mode in was_training.items():
+                m.training = mode
+        if count == 0:
+            raise ValueError("evaluate: got no batches")
+        return total_loss / count, correct / count

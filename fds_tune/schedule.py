@@ -1,0 +1,90 @@
+"""Shared hyperparameter schedules.
+
+A schedule maps each hyperparameter kind (``lr``, ``momentum``, ...) to a 1-D
+tensor of *shared values*.  Over a horizon of ``T`` inner steps, step ``t``
+(0-based) uses value ``floor(n_k * t / T)`` of kind ``k``, so each value covers
+one contiguous chunk of steps; the same schedule can be stretched to any
+horizon.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+import torch
+
+__all__ = ["Schedule", "value_index", "chunk_start", "steps_per_value"]
+
+
+def value_index(n_values: int, step: int, horizon: int) -> int:
+    """Index of the shared value used at ``step`` of ``horizon``: floor(n * t / T)."""
+    return (n_values * step) // horizon
+
+
+def chunk_start(n_values: int, index: int, horizon: int) -> int:
+    """First step that uses shared value ``index`` (inverse of :func:`value_index`)."""
+    return -((-index * horizon) // n_values)  # ceil(i * T / n)
+
+
+def steps_per_value(n_values: int, horizon: int) -> torch.Tensor:
+    """Number of inner steps each shared value covers (sums to ``horizon``)."""
+    starts = [chunk_start(n_values, i, horizon) for i in range(n_values + 1)]
+    return torch.tensor([b - a for a, b in zip(starts[:-1], starts[1:])], dtype=torch.float64)
+
+
+class Schedule(Mapping[str, torch.Tensor]):
+    """Name-keyed shared values, e.g. ``Schedule(lr=[0.1, 0.05], momentum=[0.9], weight_decay=[5e-4])``.
+
+    Values are stored as 1-D tensors (float64 unless a tensor of another
+    floating dtype is given).  A schedule is immutable: methods return new ones.
+    """
+
+    def __init__(self, values: Mapping[str, Sequence[float] | torch.Tensor] | None = None, /, **kwargs):
+        merged = dict(values or {})
+        overlap = set(merged) & set(kwargs)
+        if overlap:
+            raise ValueError(f"schedule: kinds {sorted(overlap)} given twice")
+        merged.update(kwargs)
+        if not merged:
+            raise ValueError("schedule: at least one hyperparameter kind is required, e.g. Schedule(lr=[0.1])")
+        self._values: dict[str, torch.Tensor] = {}
+        for name, raw in merged.items():
+            t = raw.detach().clone() if isinstance(raw, torch.Tensor) else torch.as_tensor(raw, dtype=torch.float64)
+            if not t.is_floating_point():
+                t = t.to(torch.float64)
+            if t.dim() == 0:
+                t = t.reshape(1)
+            if t.dim() != 1 or t.numel() == 0:
+                raise ValueError(
+                    f"schedule[{name!r}]: got shape {tuple(t.shape)}; each kind must be a non-empty 1-D sequence of values"
+                )
+            if not torch.isfinite(t).all():
+                raise ValueError(f"schedule[{name!r}]: got {t.tolist()}; values must be finite")
+            self._values[name] = t
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={[round(v, 6) for v in t.tolist()]}" for k, t in self._values.items())
+        return f"Schedule({inner})"
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Number of shared values per kind."""
+        return {k: t.numel() for k, t in self._values.items()}
+
+    def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Schedule":
+        return Schedule({k: t.to(dtype=dtype or t.dtype, device=device) for k, t in self._values.items()})
+
+    def at(self, step: int, horizon: int) -> dict[str, torch.Tensor]:
+        """The hyperparameter values used at ``step`` of a ``horizon``-step run."""
+        return {k: t[value_index(t.numel(), step, horizon)] for k, t in self._values.items()}
+
+    def as_lists(self) -> dict[str, list[float]]:
+        return {k: t.tolist() for k, t in self._values.items()}
