@@ -116,6 +116,7 @@ def hypergradients(
     group_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     start: TrainState | None = None,
+    schedule_horizon: int | None = None,
 ) -> HyperGradients:
     """Train ``model`` for ``T`` steps with ``schedule`` and return exact hypergradients.
 
@@ -136,6 +137,11 @@ def hypergradients(
         group_size: active columns batched together; ``None`` picks the largest
             group whose estimated activation memory fits ``memory_budget``.
         start: continue from a :class:`TrainState` instead of the model's state.
+        schedule_horizon: the horizon the schedule spans, when this run is a
+            window of a longer one: global step ``start.step + t`` uses value
+            ``floor(n_k (start.step + t) / schedule_horizon)``.  Default:
+            ``start.step + T``.  Columns whose chunk ended before ``start`` get
+            zero hypergradients.
 
     Returns:
         :class:`HyperGradients`, a mapping kind -> 1-D tensor of
@@ -144,12 +150,12 @@ def hypergradients(
     """
     opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
     fm = FunctionalModel(model, loss_fn)
-    schedule, horizon, state = _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start)
+    schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, schedule_horizon)
     if method not in METHODS:
         raise ValueError(f"method: got {method!r}; allowed values are {list(METHODS)}")
     if group_size is not None and (not isinstance(group_size, int) or group_size < 1):
         raise ValueError(f"group_size: got {group_size!r}; must be a positive int or None (automatic)")
-    return _Forward(fm, opt, schedule, horizon, grad_clamp, method, group_size, memory_budget).run(
+    return _Forward(fm, opt, schedule, horizon, span, grad_clamp, method, group_size, memory_budget).run(
         state, train_batches, val_batches
     )
 
@@ -164,6 +170,7 @@ def train(
     optimizer: str | Optimizer = "sgd",
     horizon: int | None = None,
     start: TrainState | None = None,
+    schedule_horizon: int | None = None,
 ) -> TrainResult:
     """Plain training with a shared schedule (no tangents); same step as :func:`hypergradients`.
 
@@ -172,11 +179,11 @@ def train(
     """
     opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
     fm = FunctionalModel(model, loss_fn)
-    schedule, horizon, state = _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start)
+    schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, schedule_horizon)
     step = _make_step(fm, opt, grad_clamp)
     theta, buffers = fm.flatten(state.params), state.buffers
     opt_state, losses, diverged = state.opt_state, [], False
-    hvecs = _hyper_vectors(schedule, opt, horizon)
+    hvecs = _hyper_vectors(schedule, opt, span, state.step, horizon)
     with fm.batch_statistics():
         for t, (x, y) in _take(train_batches, horizon):
             (theta, opt_state), (loss, stats) = step(theta, opt_state, hvecs[t], buffers, x, y, state.step + t)
@@ -205,7 +212,7 @@ _TANGENT_FACTOR = 4
 # ---------------------------------------------------------------------------------------
 # Internals
 # ---------------------------------------------------------------------------------------
-def _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start):
+def _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, schedule_horizon):
     if not isinstance(schedule, Schedule):
         schedule = Schedule(schedule)
     missing, extra = set(opt.hyper_names) - set(schedule), set(schedule) - set(opt.hyper_names)
@@ -228,9 +235,14 @@ def _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start):
     if start is None:
         theta, buffers = fm.initial_state()
         start = TrainState(fm.unflatten(theta), buffers, opt.init(theta), 0)
+    span = start.step + horizon if schedule_horizon is None else schedule_horizon
+    if not isinstance(span, int) or span < start.step + horizon:
+        raise ValueError(
+            f"schedule_horizon: got {schedule_horizon!r}; must be an int >= start.step + horizon = {start.step + horizon}"
+        )
     ref = next(iter(start.params.values()))
     schedule = schedule.to(dtype=ref.dtype, device=ref.device)
-    return schedule, horizon, start
+    return schedule, horizon, start, span
 
 
 def _take(batches: Iterable[Batch], horizon: int) -> Iterator[tuple[int, Batch]]:
@@ -246,11 +258,10 @@ def _finite(x: torch.Tensor) -> bool:
     return bool(torch.isfinite(x).all())
 
 
-def _hyper_vectors(schedule: Schedule, opt: Optimizer, horizon: int) -> list[torch.Tensor]:
-    """Per step, the vector of hyperparameter values in ``opt.hyper_names`` order."""
-    table = torch.stack(
-        [schedule[k][[value_index(schedule[k].numel(), t, horizon) for t in range(horizon)]] for k in opt.hyper_names], 1
-    )
+def _hyper_vectors(schedule: Schedule, opt: Optimizer, span: int, first: int, horizon: int) -> list[torch.Tensor]:
+    """For steps ``first .. first + horizon - 1`` of ``span``, the hyperparameter vectors (``opt.hyper_names`` order)."""
+    steps = range(first, first + horizon)
+    table = torch.stack([schedule[k][[value_index(schedule[k].numel(), t, span) for t in steps]] for k in opt.hyper_names], 1)
     return list(table.unbind(0))
 
 
@@ -294,8 +305,8 @@ def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
 class _Forward:
     """One forward-mode run: tangents carried through every inner step."""
 
-    def __init__(self, fm, opt, schedule, horizon, grad_clamp, method, group_size, memory_budget):
-        self.fm, self.opt, self.schedule, self.horizon = fm, opt, schedule, horizon
+    def __init__(self, fm, opt, schedule, horizon, span, grad_clamp, method, group_size, memory_budget):
+        self.fm, self.opt, self.schedule, self.horizon, self.span = fm, opt, schedule, horizon, span
         self.grad_clamp, self.method = grad_clamp, method
         self.group_size, self.memory_budget = group_size, memory_budget
         self.kinds = opt.hyper_names
@@ -305,13 +316,14 @@ class _Forward:
         self.step = _make_step(fm, opt, grad_clamp)
         self._active_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
-    # Which columns have started, and each one's hyperparameter tangent at this step.
-    def _active(self, t: int, like: torch.Tensor):
-        idx = tuple(value_index(n, t, self.horizon) for n in self.sizes)
+    # Columns whose chunk has started (since the run's first step), and each one's
+    # hyperparameter tangent at global step ``t``.
+    def _active(self, first: int, t: int, like: torch.Tensor):
+        idx = tuple((value_index(n, first, self.span), value_index(n, t, self.span)) for n in self.sizes)
         if idx not in self._active_cache:
             cols, rows_h = [], []
-            for k, (off, i_now) in enumerate(zip(self.offsets, idx)):
-                for i in range(i_now + 1):
+            for k, (off, (i_first, i_now)) in enumerate(zip(self.offsets, idx)):
+                for i in range(i_first, i_now + 1):
                     cols.append(off + i)
                     rows_h.append(k if i == i_now else -1)
             cols_t = torch.tensor(cols, device=like.device)
@@ -327,14 +339,14 @@ class _Forward:
         theta, buffers, opt_state = fm.flatten(start.params), start.buffers, start.opt_state
         z_theta = theta.new_zeros(self.n_columns, theta.numel())
         z_state = tuple(s.new_zeros(self.n_columns, *s.shape) for s in opt_state)
-        hvecs = _hyper_vectors(self.schedule, self.opt, self.horizon)
+        hvecs = _hyper_vectors(self.schedule, self.opt, self.span, start.step, self.horizon)
         losses, diverged = [], False
         tangent_step = self._tangent_step_forward if self.method == "forward" else self._tangent_step_reverse
         with fm.batch_statistics():
             for t, (x, y) in _take(train_batches, self.horizon):
                 if self.group_size is None:
                     self.group_size = default_group_size(fm.model, x, self.n_columns, self.memory_budget)
-                cols, zh = self._active(t, theta)
+                cols, zh = self._active(start.step, start.step + t, theta)
                 all_active = len(cols) == self.n_columns
                 zt = z_theta if all_active else z_theta.index_select(0, cols)
                 zs = tuple(z if all_active else z.index_select(0, cols) for z in z_state)

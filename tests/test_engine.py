@@ -36,17 +36,23 @@ def batches(n, shape, batch=6, seed=1, classes=3):
     return [(torch.randn(batch, *shape, generator=g, dtype=DT), torch.randint(0, classes, (batch,), generator=g)) for _ in range(n)]
 
 
-def unrolled_val_loss(model, hyper, train_b, val_b, opt, clamp=None):
-    """Plain autograd through the unrolled loop (independent of the engine)."""
+def unrolled_val_loss(model, hyper, train_b, val_b, opt, clamp=None, first=0):
+    """Plain autograd through the unrolled loop (independent of the engine).
+
+    With ``first > 0`` the first ``first`` steps are taken without gradient
+    tracking (a window of a longer run)."""
     model = copy.deepcopy(model).train()
     names = [n for n, _ in model.named_parameters()]
-    params = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    params = [p.detach().clone() for p in model.parameters()]
     flat = lambda ps: torch.cat([p.reshape(-1) for p in ps])
     sizes = [p.numel() for p in params]
     theta = flat(params)
     state = opt.init(theta)
     T = len(train_b)
     for t, (x, y) in enumerate(train_b):
+        if t <= first:  # cut every dependence on the hyperparameters before the window
+            theta = theta.detach().requires_grad_(True)
+            state = tuple(s.detach() for s in state)
         ps = [c.view_as(p) for c, p in zip(torch.split(theta, sizes), params)]
         loss = F.cross_entropy(functional_call(model, dict(zip(names, ps)), (x,)), y)
         (g,) = torch.autograd.grad(loss, theta, create_graph=True)
@@ -59,10 +65,10 @@ def unrolled_val_loss(model, hyper, train_b, val_b, opt, clamp=None):
     return sum(F.cross_entropy(functional_call(model, dict(zip(names, ps)), (x,)), y) * len(y) for x, y in val_b) / n
 
 
-def reverse_hypergrads(model, values, train_b, val_b, opt, clamp=None):
+def reverse_hypergrads(model, values, train_b, val_b, opt, clamp=None, first=0):
     hyper = {k: torch.tensor(v, dtype=DT, requires_grad=True) for k, v in values.items()}
-    loss = unrolled_val_loss(model, hyper, train_b, val_b, opt, clamp)
-    grads = torch.autograd.grad(loss, list(hyper.values()))
+    loss = unrolled_val_loss(model, hyper, train_b, val_b, opt, clamp, first)
+    grads = torch.autograd.grad(loss, list(hyper.values()), allow_unused=True, materialize_grads=True)
     return dict(zip(hyper, grads)), loss.item()
 
 
@@ -235,3 +241,22 @@ def test_divergence_is_reported_not_raised():
     assert hg.diverged
     assert len(hg.run.train_losses) < 6
     assert all(torch.isnan(v).all() for v in hg.values())
+
+
+def test_window_of_a_longer_run():
+    """Training in windows equals one run; a window's hypergradients equal reverse mode
+    through that window only (earlier steps held fixed), for the shared values it uses."""
+    model = tiny_lenet(bn=True)
+    train_b, val_b = batches(8, (1, 8, 8), seed=11), batches(1, (1, 8, 8), seed=12)
+    full = train(model, SGD_VALUES, train_b)
+    first = train(model, SGD_VALUES, train_b[:3], schedule_horizon=8)
+    rest = train(model, SGD_VALUES, train_b[3:], start=first.state, schedule_horizon=8)
+    for n in full.params:
+        torch.testing.assert_close(rest.params[n], full.params[n], rtol=1e-12, atol=1e-14)
+    hg = hypergradients(model, SGD_VALUES, train_b[3:], val_b, start=first.state, schedule_horizon=8)
+    ref, _ = reverse_hypergrads(model, SGD_VALUES, train_b, val_b, sgd(), first=3)
+    for k in SGD_VALUES:
+        assert rel_err(hg[k], ref[k]) < 1e-8, (k, hg[k], ref[k])
+    assert hg["lr"][0] == 0  # lr value 0 covers steps 0-2 only, before the window
+    with pytest.raises(ValueError, match="schedule_horizon"):
+        train(model, SGD_VALUES, train_b[3:], start=first.state, schedule_horizon=4)

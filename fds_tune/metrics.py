@@ -1,0 +1,35 @@
+"""The result columns every method reports, so that their curves line up.
+
+Every trainable (FDS, black-box baselines, greedy methods) reports, in each
+result: the metrics below, the compute consumed so far on the same two axes
+(``epochs_total`` training epochs and ``compute_s`` seconds of training work),
+the method name, and the schedule it used (``schedule``: kind -> list).
+
+A diverged run (NaN/inf) reports ``diverged=True`` with chance accuracy and
+:data:`DIVERGED_LOSS`, so that it never ranks as best and searchers still get
+a finite score.
+"""
+from __future__ import annotations
+
+import math
+
+__all__ = [
+    "METRIC", "MODE", "EPOCHS", "SECONDS", "COMMON_COLUMNS", "DIVERGED_LOSS", "diverged_metrics", "finite_or",
+]
+
+METRIC = "val_acc"  # what every search maximises
+MODE = "max"
+EPOCHS = "epochs_total"  # cumulative training epochs (one epoch = one pass over train-minus-val)
+SECONDS = "compute_s"  # cumulative seconds of training/evaluation work in the trial
+DIVERGED_LOSS = 1e9  # finite stand-in for a NaN/inf loss
+COMMON_COLUMNS = ("method", "val_acc", "val_loss", "test_acc", EPOCHS, SECONDS, "diverged")
+
+
+def diverged_metrics(num_classes: int) -> dict[str, float | bool]:
+    """Metrics of a diverged run: chance accuracy, a huge finite loss."""
+    chance = 1.0 / num_classes
+    return {"val_acc": chance, "val_loss": DIVERGED_LOSS, "test_acc": chance, "diverged": True}
+
+
+def finite_or(value: float, fallback: float) -> float:
+    return value if math.isfinite(value) else fallback

@@ -1,0 +1,199 @@
+"""The networks FDS and the baselines train: an MLP, LeNet and a Wide ResNet.
+
+All are ordinary ``nn.Module``s written to be called through
+``torch.func.functional_call(model, (params, buffers), (x,))`` and transformed with
+``grad``, ``jvp`` and ``vmap``: activations are never modified in place, the forward
+pass has no data-dependent Python control flow, and batch normalisation is the stock
+``nn.BatchNorm2d`` (running statistics, momentum 0.1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["MODELS", "LeNet", "MLP", "WideResNet", "build_model"]
+
+MODELS: tuple[str, ...] = ("mlp", "lenet", "wrn-16-1")
+
+
+def build_model(
+    name: str, input_shape: tuple[int, ...], num_classes: int, *, seed: int = 0
+) -> nn.Module:
+    """Build model ``name`` (one of :data:`MODELS`) for ``(C, H, W)`` inputs.
+
+    The initial weights depend only on ``seed``: they are drawn inside
+    ``torch.random.fork_rng``, so the global RNG state is the same afterwards.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"model={name!r} is not known; expected one of {MODELS}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ValueError(f"seed={seed!r} must be an integer")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _BUILDERS[name](tuple(input_shape), num_classes)
+
+
+class MLP(nn.Module):
+    """Flatten, then ``Linear -> ReLU`` per hidden width, then a linear classifier.
+
+    One hidden layer of 256 units is enough for 8x8 digits and a reasonable small
+    baseline on 28x28 images.
+    """
+
+    def __init__(
+        self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256,)
+    ) -> None:
+        super().__init__()
+        _check_shape(input_shape, ndim=None)
+        _check_positive("num_classes", num_classes)
+        for width in hidden:
+            _check_positive("hidden width", width)
+        widths = [math.prod(input_shape), *hidden]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for fan_in, fan_out in zip(widths, widths[1:]):
+            layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+        layers.append(nn.Linear(widths[-1], num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class LeNet(nn.Module):
+    """LeNet-5 style: two 5x5 convolutions (6 and 16 channels) each followed by ReLU
+    and 2x2 max pooling, then fully connected layers of 120 and 84 units.
+
+    Both convolutions pad by 2 so the network also fits 8x8 digits (8 -> 4 -> 2);
+    28x28 inputs give 16x7x7 features and 32x32 give 16x8x8. The flattened size is
+    computed from ``input_shape``.
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+        super().__init__()
+        channels, height, width = _check_shape(input_shape, ndim=3, min_side=4)
+        _check_positive("num_classes", num_classes)
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 6, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, kernel_size=5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        flat = 16 * (height // 4) * (width // 4)
+        self.classifier = nn.Sequential(
+            nn.Linear(flat, 120),
+            nn.ReLU(),
+            nn.Linear(120, 84),
+            nn.ReLU(),
+            nn.Linear(84, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.classifier(self.features(x))
+
+
+class _WideBasicBlock(nn.Module):
+    """Pre-activation block: ``BN-ReLU-conv3x3-BN-ReLU-conv3x3`` plus the shortcut.
+
+    As in Zagoruyko & Komodakis's code, when the width or stride changes the first
+    BN-ReLU is shared by the residual branch and a 1x1 convolution shortcut.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_planes)
+        self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
+        self.equal_in_out = in_planes == out_planes and stride == 1
+        self.shortcut = (
+            None if self.equal_in_out
+            else nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        pre = F.relu(self.bn1(x))
+        out = self.conv2(F.relu(self.bn2(self.conv1(pre))))
+        skip = x if self.shortcut is None else self.shortcut(pre)
+        return skip + out
+
+
+class WideResNet(nn.Module):
+    """WRN-``depth``-``widen_factor`` (Zagoruyko & Komodakis 2016), no dropout.
+
+    A 3x3 stem of 16 channels, three groups of ``(depth - 4) / 6`` pre-activation
+    blocks of widths ``16k, 32k, 64k`` (strides 1, 2, 2), BN-ReLU, global average
+    pooling and a linear classifier. WRN-16-1 (the FDS paper's CIFAR-10 network) has
+    two blocks per group. Global average pooling replaces the original fixed 8x8
+    pooling so that any input size works; for 32x32 inputs they are the same.
+    Initialisation follows the reference code: He-normal (fan-out) convolutions,
+    BatchNorm weight 1 and bias 0, zero linear bias.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        depth: int = 16,
+        widen_factor: int = 1,
+    ) -> None:
+        super().__init__()
+        channels, _, _ = _check_shape(input_shape, ndim=3, min_side=1)
+        _check_positive("num_classes", num_classes)
+        _check_positive("widen_factor", widen_factor)
+        if depth < 10 or (depth - 4) % 6 != 0:
+            raise ValueError(f"depth={depth!r} must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...)")
+        blocks_per_group = (depth - 4) // 6
+        widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
+        self.conv1 = nn.Conv2d(channels, widths[0], 3, stride=1, padding=1, bias=False)
+        groups = []
+        for in_planes, out_planes, stride in zip(widths, widths[1:], (1, 2, 2)):
+            group = [_WideBasicBlock(in_planes, out_planes, stride)]
+            group += [_WideBasicBlock(out_planes, out_planes, 1) for _ in range(blocks_per_group - 1)]
+            groups.append(nn.Sequential(*group))
+        self.block1, self.block2, self.block3 = groups
+        self.bn = nn.BatchNorm2d(widths[3])
+        self.fc = nn.Linear(widths[3], num_classes)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.block3(self.block2(self.block1(self.conv1(x))))
+        out = F.relu(self.bn(out))
+        return self.fc(out.mean(dim=(2, 3)))
+
+
+def _check_shape(input_shape: Sequence[int], *, ndim: int | None, min_side: int = 1) -> tuple[int, ...]:
+    shape = tuple(input_shape)
+    if ndim is not None and len(shape) != ndim:
+        raise ValueError(f"input_shape={shape!r} must be (C, H, W)")
+    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
+        raise ValueError(f"input_shape={shape!r} must hold positive integers")
+    if ndim == 3 and min(shape[1:]) < min_side:
+        raise ValueError(f"input_shape={shape!r}: height and width must be >= {min_side}")
+    return shape
+
+
+def _check_positive(key: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{key}={value!r} must be a positive integer")
+
+
+_BUILDERS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
+    "mlp": MLP,
+    "lenet": LeNet,
+    "wrn-16-1": lambda shape, classes: WideResNet(shape, classes, depth=16, widen_factor=1),
+}

@@ -1,0 +1,109 @@
+"""One training problem shared by FDS and every baseline: data, splits, network.
+
+FDS, the black-box baselines and the greedy methods all train through a
+:class:`Problem`, so they see the same data splits, the same network
+initialisation and the same batches for the same seed.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from .data import DATASETS, Dataset, epoch_batches, eval_batches, load_dataset, num_batches, train_val_split
+from .models import MODELS, build_model
+
+__all__ = ["ProblemConfig", "Problem", "resolve_device"]
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when this process can see a GPU, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu" or device.startswith("cuda"):
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device: got {device!r}, but no CUDA device is visible; use 'auto' or 'cpu'")
+        return torch.device(device)
+    raise ValueError(f"device: got {device!r}; allowed values are 'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+
+@dataclass(frozen=True)
+class ProblemConfig:
+    dataset: str = "digits"  # the embedded default: needs no download
+    model: str = "lenet"
+    batch_size: int = 128  # the paper's CPU-friendly default; CIFAR-10 preset uses 256
+    val_fraction: float = 0.05  # the paper carves 5% of the training set out for validation
+    seed: int = 0  # network initialisation, splits and batch order
+    data_root: str | None = None  # where dataset files live (None: the loader's defaults)
+    device: str = "auto"
+
+    def __post_init__(self):
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("model", self.model, MODELS)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("seed", self.seed, 0)
+        if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction: got {self.val_fraction!r}; must be a number in (0, 1)")
+        if self.data_root is not None and not isinstance(self.data_root, str):
+            raise TypeError(f"data_root: got {self.data_root!r}; must be a path string or None")
+        if not isinstance(self.device, str):
+            raise TypeError(f"device: got {self.device!r}; must be a string such as 'auto', 'cpu' or 'cuda'")
+        resolve_device(self.device) if self.device != "auto" else None
+
+
+def _check_choice(key, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{key}: got {value!r}; allowed values are {list(allowed)}")
+
+
+def _check_int(key, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{key}: got {value!r}; must be an int >= {minimum}")
+
+
+class Problem:
+    """Loaded data on the training device, seeded splits, batches and the network."""
+
+    def __init__(self, config: ProblemConfig, dataset: Dataset | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        data = dataset if dataset is not None else load_dataset(config.dataset, config.data_root)
+        self.data = data.to(self.device)
+
+    @property
+    def n_train(self) -> int:
+        return len(self.data.y_train)
+
+    def split(self, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Train/validation indices for outer step (or draw) ``draw``; reproducible from the seed."""
+        train_idx, val_idx = train_val_split(self.n_train, self.config.val_fraction, seed=self._seed(draw, 0))
+        return train_idx.to(self.device), val_idx.to(self.device)
+
+    def steps_per_epoch(self, n: int | None = None) -> int:
+        n = self.n_train - len(self.split(0)[1]) if n is None else n
+        return num_batches(n, self.config.batch_size)
+
+    def model(self, dtype: torch.dtype = torch.float32) -> nn.Module:
+        """The network, initialised from the seed, on the training device."""
+        net = build_model(self.config.model, self.data.input_shape, self.data.num_classes, seed=self.config.seed)
+        return net.to(device=self.device, dtype=dtype)
+
+    def train_batches(self, idx: torch.Tensor | None, epochs: int, draw: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Shuffled (and, for CIFAR-10, augmented) batches over ``epochs`` epochs of ``idx`` (None: all)."""
+        x, y = (self.data.x_train, self.data.y_train) if idx is None else (self.data.x_train[idx], self.data.y_train[idx])
+        gen = torch.Generator().manual_seed(self._seed(draw, 1))
+        return itertools.chain.from_iterable(
+            epoch_batches(x, y, self.config.batch_size, gen, augment=self.data.augment) for _ in range(epochs)
+        )
+
+    def eval_batches(self, idx: torch.Tensor, batch_size: int = 1024):
+        return list(eval_batches(self.data.x_train[idx], self.data.y_train[idx], batch_size))
+
+    def test_batches(self, batch_size: int = 1024):
+        return list(eval_batches(self.data.x_test, self.data.y_test, batch_size))
+
+    def _seed(self, draw: int, stream: int) -> int:
+        return (self.config.seed * 1_000_003 + draw * 7919 + stream) % (2**63 - 1)
