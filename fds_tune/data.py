@@ -214,19 +214,20 @@ def cifar10(root: str | os.PathLike | None = None, download: bool = True) -> Dat
     base = _base_dir(root)
     folder = base / CIFAR10.base_folder
     names = [n for n, _ in CIFAR10.train_list + CIFAR10.test_list] + [CIFAR10.meta["filename"]]
+    expected = [f"{CIFAR10.base_folder}/{n}" for n in names]
     if all((folder / n).is_file() for n in names):
         cls = _unchecked_cifar10()
     elif download:
         cls = CIFAR10
     else:
-        raise _not_found("cifar10", [folder], names, download, None, how_to_get="")
+        raise _not_found("cifar10", [folder], expected, download, None, how_to_get="")
     try:
         splits = [cls(str(base), train=train, download=download) for train in (True, False)]
     except (OSError, RuntimeError) as err:  # URLError is an OSError
-        raise _not_found("cifar10", [folder], names, download, err, how_to_get="") from err
+        raise _not_found("cifar10", [folder], expected, download, err, how_to_get="") from err
 
     def images(split) -> Tensor:  # torchvision holds (N, H, W, C) uint8
-        return torch.from_numpy(np.ascontiguousarray(split.data)).permute(0, 3, 1, 2)
+        return torch.from_numpy(split.data).permute(0, 3, 1, 2).contiguous()
 
     def labels(split) -> Tensor:
         return torch.as_tensor(split.targets, dtype=torch.int64)

@@ -14,9 +14,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.func import functional_call
 from torch.nn import functional as F
 
-__all__ = ["MODELS", "LeNet", "MLP", "WideResNet", "build_model"]
+__all__ = ["MODELS", "LeNet", "MLP", "WideResNet", "build_model", "functional_forward"]
 
 MODELS: tuple[str, ...] = ("mlp", "lenet", "wrn-16-1")
 
@@ -36,6 +37,27 @@ def build_model(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _BUILDERS[name](tuple(input_shape), num_classes)
+
+
+def functional_forward(
+    model: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """``model(x)`` as a pure function: returns ``(logits, new_buffers)``.
+
+    In train mode ``nn.BatchNorm2d`` updates its running statistics in place. Calling
+    ``functional_call`` on *copies* of ``buffers`` keeps the caller's tensors intact and
+    makes the updated statistics an explicit output, which is what ``torch.func.jvp``
+    needs: mutating a tensor captured from outside the transform is an error there.
+    In eval mode the returned buffers equal the inputs. Typical use::
+
+        def loss(p):
+            logits, new_buffers = functional_forward(model, p, buffers, x)
+            return F.cross_entropy(logits, y), new_buffers
+
+        value, directional, new_buffers = jvp(loss, (params,), (tangents,), has_aux=True)
+    """
+    new_buffers = {name: b.clone() for name, b in buffers.items()}
+    return functional_call(model, (params, new_buffers), (x,)), new_buffers
 
 
 class MLP(nn.Module):
@@ -68,25 +90,33 @@ class LeNet(nn.Module):
     """LeNet-5 style: two 5x5 convolutions (6 and 16 channels) each followed by ReLU
     and 2x2 max pooling, then fully connected layers of 120 and 84 units.
 
-    Both convolutions pad by 2 so the network also fits 8x8 digits (8 -> 4 -> 2);
-    28x28 inputs give 16x7x7 features and 32x32 give 16x8x8. The flattened size is
-    computed from ``input_shape``.
+    As in the FDS paper's code the convolutions are unpadded for 28x28 and 32x32 inputs
+    (16x4x4 and 16x5x5 features). Images smaller than 16x16 (8x8 digits) are too small
+    for two unpadded 5x5 convolutions, so both then pad by 2 (8 -> 4 -> 2). The choice
+    and the flattened size follow from ``input_shape`` at construction.
     """
 
     def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
         super().__init__()
         channels, height, width = _check_shape(input_shape, ndim=3, min_side=4)
         _check_positive("num_classes", num_classes)
+        padding = 0 if min(height, width) >= 16 else 2
         self.features = nn.Sequential(
-            nn.Conv2d(channels, 6, kernel_size=5, padding=2),
+            nn.Conv2d(channels, 6, kernel_size=5, padding=padding),
             nn.ReLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(6, 16, kernel_size=5, padding=2),
+            nn.Conv2d(6, 16, kernel_size=5, padding=padding),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
         )
-        flat = 16 * (height // 4) * (width // 4)
+
+        def side(size: int) -> int:  # conv 5x5 then pool 2, twice
+            for _ in range(2):
+                size = (size + 2 * padding - 4) // 2
+            return size
+
+        flat = 16 * side(height) * side(width)
         self.classifier = nn.Sequential(
             nn.Linear(flat, 120),
             nn.ReLU(),
