@@ -1,0 +1,138 @@
+"""Benchmark of the FDS engine: time per inner step and peak memory.
+
+Prints, in one run and with ratios:
+  (a) plain torch.optim.SGD,
+  (b) fds-tune forward mode (vmapped jvp of the gradient), 5 lr + 1 momentum + 1 weight-decay values,
+  (c) the same tangent recurrence done the reference way (one double-backward per active column),
+for LeNet on Fashion-MNIST (batch 128) and WRN-16-1 on CIFAR-10-shaped input (batch 128), and the
+peak memory (RSS; CUDA too on a GPU) of forward mode at horizons 100 and 1000, each measured in a fresh
+subprocess.
+
+    python experiments/bench_engine.py                 # everything
+    python experiments/bench_engine.py --only lenet    # one network
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from fds_tune import Schedule, hypergradients
+from fds_tune.data import epoch_batches, load_dataset
+from fds_tune.models import build_model
+
+SCHEDULE = Schedule(lr=[0.05, 0.04, 0.03, 0.02, 0.01], momentum=[0.9], weight_decay=[5e-4])
+NETS = {"lenet": ("fashion_mnist", (1, 28, 28)), "wrn-16-1": ("cifar10-shaped", (3, 32, 32))}
+
+
+def make_batches(net: str, n: int, batch: int, device) -> list:
+    dataset, shape = NETS[net]
+    gen = torch.Generator().manual_seed(0)
+    if dataset == "fashion_mnist":
+        try:
+            data = load_dataset("fashion_mnist", download=False)
+            it = epoch_batches(data.x_train, data.y_train, batch, gen)
+            out = []
+            while len(out) < n:
+                out.extend(b for _, b in zip(range(n - len(out)), it))
+                it = epoch_batches(data.x_train, data.y_train, batch, gen)
+            return [(x.to(device), y.to(device)) for x, y in out]
+        except (FileNotFoundError, RuntimeError) as err:
+            print(f"# Fashion-MNIST not found ({type(err).__name__}); using random 28x28 input", file=sys.stderr)
+    return [(torch.randn(batch, *shape, generator=gen).to(device), torch.randint(0, 10, (batch,), generator=gen).to(device)) for _ in range(n)]
+
+
+def time_plain(net, batches, device) -> float:
+    model = build_model(net, NETS[net][1], 10).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    times = []
+    for x, y in batches:
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.mean(times[2:])  # skip warm-up
+
+
+def time_fds(net, batches, val, device, method, group_size=None) -> float:
+    model = build_model(net, NETS[net][1], 10).to(device)
+    hypergradients(model, SCHEDULE, batches[:2], val, method=method, group_size=group_size)  # warm-up
+    _sync(device)
+    t0 = time.perf_counter()
+    hypergradients(model, SCHEDULE, batches, val, method=method, group_size=group_size)
+    _sync(device)
+    return (time.perf_counter() - t0) / len(batches)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_memory(net, horizon, method, device, group_size=None) -> dict:
+    """Run in a fresh process: peak RSS (MB) and peak CUDA memory of one run."""
+    cmd = [sys.executable, __file__, "--memory", net, str(horizon), method, str(group_size or 0), device.type]
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+
+def _memory_child(net, horizon, method, group_size, device_type):
+    device = torch.device(device_type)
+    model = build_model(net, NETS[net][1], 10).to(device)
+    val = make_batches(net, 1, 128, device)
+    gen = torch.Generator().manual_seed(1)
+    shape = NETS[net][1]
+    stream = ((torch.randn(128, *shape, generator=gen).to(device), torch.randint(0, 10, (128,), generator=gen).to(device)) for _ in range(horizon))
+    hypergradients(model, SCHEDULE, stream, val, horizon=horizon, method=method, group_size=group_size or None)
+    out = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        out["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(out))
+
+
+def bench(net, steps, device, memory_horizons):
+    batches = make_batches(net, steps, 128, device)
+    val = batches[:1]
+    a = time_plain(net, batches, device)
+    b = time_fds(net, batches, val, device, "forward")
+    c = time_fds(net, batches, val, device, "reverse")
+    avg_active = sum(sum(v.numel() * t // steps + 1 for v in SCHEDULE.values()) for t in range(steps)) / steps
+    print(f"\n## {net}, batch 128, {steps} steps, 5 lr + 1 momentum + 1 weight decay values ({device.type}, {torch.get_num_threads()} threads)")
+    print(f"(a) torch.optim.SGD          {1e3 * a:8.1f} ms/step")
+    print(f"(b) fds-tune forward mode    {1e3 * b:8.1f} ms/step")
+    print(f"(c) reference (double-bwd)   {1e3 * c:8.1f} ms/step")
+    print(f"(b)/(c) = {b / c:.3f}   (b)/(a) = {b / a:.2f}   target (b)/(a) <= 1 + 1.2 x {avg_active:.1f} = {1 + 1.2 * avg_active:.1f}")
+    for h in memory_horizons:
+        mf = peak_memory(net, h, "forward", device)
+        mr = peak_memory(net, h, "reverse", device)
+        print(f"peak memory, horizon {h:5d}: forward {mf}   reference {mr}   forward/reference RSS = {mf['rss_mb'] / mr['rss_mb']:.2f}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--only", choices=sorted(NETS))
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--lenet-steps", type=int, default=100)
+    p.add_argument("--wrn-steps", type=int, default=10)
+    p.add_argument("--memory", nargs=5, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.memory:
+        net, h, method, g, dev = args.memory
+        return _memory_child(net, int(h), method, int(g), dev)
+    device = torch.device(args.device)
+    if args.only in (None, "lenet"):
+        bench("lenet", args.lenet_steps, device, (100, 1000))
+    if args.only in (None, "wrn-16-1"):
+        bench("wrn-16-1", args.wrn_steps, device, (5,))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The FDS learner: outer steps of full inner runs, then retraining.
+
+Library code with no Ray in it; :class:`~fds_tune.trainable.FDSTrainable` only
+wraps it.  Each outer step re-initialises the network from the seed, trains it
+for that step's horizon on the training set minus a validation split drawn
+again for that step, computes exact hypergradients with forward mode, and
+updates the shared values with the configured outer rule.  All randomness is
+derived from ``(seed, outer step)``, so the learner's whole state is the small,
+JSON-serialisable :meth:`FDSLearner.state_dict`.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from . import outer
+from .config import FDSConfig
+from .engine import hypergradients, train
+from .functional import FunctionalModel
+from .metrics import diverged_metrics, finite_or
+from .problem import Problem
+from .schedule import Schedule
+
+__all__ = ["FDSLearner"]
+
+RETRAIN_DRAW = -1  # batch order of the final retraining run
+
+
+class FDSLearner:
+    """Learns shared schedules of lr, momentum and weight decay for one problem."""
+
+    def __init__(self, config: FDSConfig, problem: Problem | None = None):
+        self.config = config
+        self.problem = problem if problem is not None else Problem(config.problem)
+        init = {k: torch.full((config.n_values[k],), float(config.init[k]), dtype=torch.float64) for k in config.n_values}
+        self.state = outer.init_outer(init, config.step_size)
+        self.outer_step = 0  # outer steps taken
+        self.inner_steps_total = 0
+        self.epochs_total = 0.0
+        self.compute_s = 0.0
+        self.history: list[dict[str, Any]] = []
+        self.converged = False
+
+    # ---- state -----------------------------------------------------------------------
+    @property
+    def schedule(self) -> Schedule:
+        return Schedule(self.state.values)
+
+    @property
+    def done(self) -> bool:
+        return self.converged or self.outer_step >= self.config.outer_steps
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "outer": outer.to_json(self.state),
+            "outer_step": self.outer_step,
+            "inner_steps_total": self.inner_steps_total,
+            "epochs_total": self.epochs_total,
+            "compute_s": self.compute_s,
+            "converged": self.converged,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, data: dict[str, Any]) -> None:
+        self.state = outer.from_json(data["outer"])
+        self.outer_step = int(data["outer_step"])
+        self.inner_steps_total = int(data["inner_steps_total"])
+        self.epochs_total = float(data["epochs_total"])
+        self.compute_s = float(data["compute_s"])
+        self.converged = bool(data["converged"])
+        self.history = list(data["history"])
+
+    # ---- one outer step -------------------------------------------------------------
+    def step(self) -> dict[str, Any]:
+        """One outer step: an inner run with tangents, then a hyperparameter update."""
+        if self.done:
+            raise RuntimeError("FDS learner: the run is already done (converged or outer-step budget spent)")
+        cfg, problem, draw = self.config, self.problem, self.outer_step
+        t0 = time.perf_counter()
+        train_idx, val_idx = problem.split(draw)
+        epochs = cfg.epochs[draw]
+        horizon = epochs * problem.steps_per_epoch(len(train_idx))
+        model = problem.model()
+        schedule = self.schedule
+        hg = hypergradients(
+            model,
+            schedule,
+            problem.train_batches(train_idx, epochs, draw),
+            problem.eval_batches(val_idx, cfg.batch_size),
+            horizon=horizon,
+            grad_clamp=cfg.grad_clamp,
+            group_size=cfg.group_size,
+        )
+        fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
+        theta = fm.flatten(hg.params)
+        raw = {k: v.detach().cpu().to(torch.float64) for k, v in hg.items()}
+        diverged = hg.diverged or not outer.finite(raw)
+        if diverged:
+            metrics = diverged_metrics(problem.data.num_classes)
+            self.state = outer.step_back(self.state)
+        else:
+            val_loss, val_acc = fm.evaluate(theta, hg.buffers, problem.eval_batches(val_idx))
+            _, test_acc = fm.evaluate(theta, hg.buffers, problem.test_batches())
+            metrics = {"val_loss": val_loss, "val_acc": val_acc, "test_acc": test_acc, "diverged": False}
+            self.state = outer.outer_update(cfg.outer_rule, self.state, outer.normalise(raw, horizon), cfg.bounds)
+            self.converged = cfg.outer_rule == "sign" and outer.converged(self.state)
+        steps_run = len(hg.run.train_losses)
+        self.outer_step += 1
+        self.inner_steps_total += steps_run
+        self.epochs_total += steps_run / problem.steps_per_epoch(len(train_idx))
+        step_time = time.perf_counter() - t0
+        self.compute_s += step_time
+        result = {
+            **metrics,
+            "hypergrad_val_loss": finite_or(hg.val_loss, float("nan")),
+            "schedule_used": schedule.as_lists(),
+            "schedule": self.schedule.as_lists(),
+            "hypergrads": {k: [finite_or(x, float("nan")) for x in v.tolist()] for k, v in raw.items()},
+            "step_sizes": {k: v.tolist() for k, v in self.state.steps.items()},
+            "outer_step": self.outer_step,
+            "inner_steps": steps_run,
+            "inner_steps_total": self.inner_steps_total,
+            "epochs_total": self.epochs_total,
+            "compute_s": self.compute_s,
+            "step_time_s": step_time,
+            "converged": self.converged,
+        }
+        self.history.append({k: result[k] for k in ("outer_step", "val_acc", "test_acc", "diverged", "schedule_used", "hypergrads")})
+        return result
+
+    # ---- final retraining -----------------------------------------------------------
+    def retrain(self) -> dict[str, Any]:
+        """Train from scratch on the full training set with the learned schedule, stretched
+        to ``retrain_epochs``, and evaluate on the test set."""
+        cfg, problem = self.config, self.problem
+        t0 = time.perf_counter()
+        epochs = cfg.retrain_epochs
+        horizon = epochs * problem.steps_per_epoch(problem.n_train)
+        model = problem.model()
+        run = train(
+            model, self.schedule, problem.train_batches(None, epochs, RETRAIN_DRAW), horizon=horizon, grad_clamp=cfg.grad_clamp
+        )
+        if run.diverged:
+            test_acc = diverged_metrics(problem.data.num_classes)["test_acc"]
+        else:
+            fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
+            _, test_acc = fm.evaluate(fm.flatten(run.params), run.buffers, problem.test_batches())
+        elapsed = time.perf_counter() - t0
+        self.compute_s += elapsed
+        self.epochs_total += len(run.train_losses) / problem.steps_per_epoch(problem.n_train)
+        return {
+            "retrain_test_acc": test_acc,
+            "retrain_diverged": run.diverged,
+            "retrain_epochs": epochs,
+            "epochs_total": self.epochs_total,
+            "compute_s": self.compute_s,
+        }
