@@ -1,0 +1,67 @@
+"""FDS config: presets, overrides and every validation branch."""
+import math
+
+import pytest
+
+from fds_tune.config import PRESETS, FDSConfig, fds_config
+
+
+def test_preset_as_it_stands_and_overrides():
+    assert fds_config({"preset": "digits"}) == PRESETS["digits"]
+    cfg = fds_config({"preset": "paper_cifar10", "seed": 3, "n_values": {"lr": 3}, "epochs": [1, 2]})
+    assert cfg.model == "wrn-16-1" and cfg.seed == 3 and cfg.epochs == (1, 2)
+    assert cfg.n_values == {"lr": 3, "momentum": 1, "weight_decay": 1}
+    assert cfg.batch_size == 256 and cfg.grad_clamp == 3.0 and cfg.retrain_epochs == 50
+    assert fds_config({}) == PRESETS["digits"]
+
+
+def test_paper_preset_matches_the_paper():
+    p = PRESETS["paper_cifar10"]
+    assert (p.dataset, p.model, p.batch_size) == ("cifar10", "wrn-16-1", 256)
+    assert p.n_values == {"lr": 7, "momentum": 1, "weight_decay": 1}
+    assert p.epochs == (1,) + (10,) * 9
+    assert p.step_size == {"lr": 0.1, "momentum": 0.1, "weight_decay": 3e-4}
+    assert p.init == {"lr": 0.0, "momentum": 0.0, "weight_decay": 0.0}
+    assert p.val_fraction == 0.05 and p.retrain_epochs == 50
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"learning_rate": 0.1}, "'learning_rate'.*allowed keys"),
+        ({"preset": "imagenet"}, "preset: got 'imagenet'"),
+        ({"dataset": "cifar100"}, "dataset: got 'cifar100'"),
+        ({"model": "resnet50"}, "model: got 'resnet50'"),
+        ({"batch_size": 0}, "batch_size: got 0"),
+        ({"val_fraction": 1.5}, "val_fraction: got 1.5"),
+        ({"seed": -1}, "seed: got -1"),
+        ({"device": "tpu"}, "device: got 'tpu'"),
+        ({"n_values": {"lr": 0}}, r"n_values\['lr'\]: got 0"),
+        ({"n_values": {"beta1": 2}}, "kind 'beta1' is not known"),
+        ({"n_values": 5}, "n_values: got 5"),
+        ({"step_size": {"lr": -0.1}}, r"step_size\['lr'\]: got -0.1"),
+        ({"bounds": {"momentum": [1.0, 0.0]}}, r"bounds\['momentum'\]"),
+        ({"init": {"momentum": 1.5}}, r"init\['momentum'\]: got 1.5"),
+        ({"outer_rule": "rmsprop"}, "outer_rule: got 'rmsprop'"),
+        ({"epochs": []}, "epochs: got"),
+        ({"epochs": [1, 0]}, "epochs: got"),
+        ({"retrain_epochs": -1}, "retrain_epochs: got -1"),
+        ({"grad_clamp": 0}, "grad_clamp: got 0"),
+        ({"group_size": 0}, "group_size: got 0"),
+    ],
+)
+def test_bad_values_name_key_value_and_rule(override, match):
+    with pytest.raises(ValueError, match=match):
+        fds_config(override)
+
+
+def test_data_root_must_be_a_string():
+    with pytest.raises(TypeError, match="data_root"):
+        fds_config({"data_root": 3})
+
+
+def test_to_dict_round_trips():
+    cfg = PRESETS["fashion_mnist"]
+    d = cfg.to_dict()
+    assert fds_config(d) == cfg
+    assert d["bounds"]["lr"] == [0.0, math.inf]

@@ -1,0 +1,63 @@
+"""The FDS learner without Ray: state round trips, divergence, learning from zero."""
+import json
+
+import pytest
+import torch
+
+from fds_tune.config import fds_config
+from fds_tune.learner import FDSLearner
+from fds_tune.problem import Problem
+
+TINY = {"preset": "digits", "epochs": [1, 2, 2], "retrain_epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return Problem(fds_config(TINY).problem)
+
+
+def test_state_dict_round_trip_continues_identically(problem):
+    cfg = fds_config(TINY)
+    a = FDSLearner(cfg, problem)
+    a.step()
+    saved = json.loads(json.dumps(a.state_dict()))  # exactly what a checkpoint holds
+    r_a = a.step()
+    b = FDSLearner(cfg, problem)
+    b.load_state_dict(saved)
+    r_b = b.step()
+    for key in ("schedule", "hypergrads", "val_acc", "test_acc", "outer_step", "inner_steps_total"):
+        assert r_a[key] == r_b[key], key
+
+
+def test_outer_step_reports_and_counts(problem):
+    cfg = fds_config(TINY)
+    learner = FDSLearner(cfg, problem)
+    r = learner.step()
+    steps = problem.steps_per_epoch(len(problem.split(0)[0]))
+    assert r["inner_steps"] == steps and r["epochs_total"] == 1
+    assert r["schedule_used"] == {"lr": [0.0] * 5, "momentum": [0.0], "weight_decay": [0.0]}
+    # from zero, lr is the only kind with a first-order effect: the sign rule raises every lr value
+    assert r["schedule"]["lr"] == [0.1] * 5
+    assert all(g < 0 for g in r["hypergrads"]["lr"])
+    assert r["hypergrads"]["momentum"] == [0.0]
+
+
+def test_divergence_steps_back_and_run_goes_on(problem):
+    cfg = fds_config({**TINY, "init": {"lr": 1e12}, "step_size": {"lr": 0.1}})
+    learner = FDSLearner(cfg, problem)
+    r = learner.step()
+    assert r["diverged"] and r["val_acc"] == pytest.approx(0.1)
+    assert r["schedule"]["lr"] == [5e11] * 5  # no update taken yet: the values shrink
+    assert r["step_sizes"]["lr"] == [0.05] * 5
+    r2 = learner.step()
+    assert r2["outer_step"] == 2
+
+
+def test_learning_from_zero_on_digits():
+    """The digits preset, from lr = momentum = weight decay = 0, ends with a good retrained accuracy."""
+    learner = FDSLearner(fds_config({"preset": "digits"}))
+    while not learner.done:
+        learner.step()
+    out = learner.retrain()
+    assert out["retrain_test_acc"] > 0.95
+    assert learner.schedule["lr"].min() > 0.05 and learner.schedule["momentum"][0] > 0.3
