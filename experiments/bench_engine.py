@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -49,28 +48,39 @@ def make_batches(net: str, n: int, batch: int, device) -> list:
     return [(torch.randn(batch, *shape, generator=gen).to(device), torch.randint(0, 10, (batch,), generator=gen).to(device)) for _ in range(n)]
 
 
-def time_plain(net, batches, device) -> float:
+def plain_steps(net, device):
+    """(a): a closure running torch.optim.SGD over a list of batches."""
     model = build_model(net, NETS[net][1], 10).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    times = []
-    for x, y in batches:
-        t0 = time.perf_counter()
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.mean(times[2:])  # skip warm-up
+
+    def run(batches, val):
+        for x, y in batches:
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    return run
 
 
-def time_fds(net, batches, val, device, method, group_size=None) -> float:
+def fds_steps(net, device, method, group_size=None):
+    """(b) or (c): one full FDS inner run (hypergradients included) over the batches."""
     model = build_model(net, NETS[net][1], 10).to(device)
-    hypergradients(model, SCHEDULE, batches[:2], val, method=method, group_size=group_size)  # warm-up
-    _sync(device)
-    t0 = time.perf_counter()
-    hypergradients(model, SCHEDULE, batches, val, method=method, group_size=group_size)
-    _sync(device)
-    return (time.perf_counter() - t0) / len(batches)
+    return lambda batches, val: hypergradients(model, SCHEDULE, batches, val, method=method, group_size=group_size)
+
+
+def interleaved(runners: dict, batches, val, rounds: int, device) -> dict:
+    """Seconds per step of each runner, measured in alternation (round-robin), so that a change
+    of load on a shared machine hits every runner alike.  The first round is a warm-up."""
+    totals = {k: 0.0 for k in runners}
+    for r in range(rounds + 1):
+        for name, run in runners.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            run(batches, val)
+            _sync(device)
+            if r > 0:
+                totals[name] += time.perf_counter() - t0
+    return {k: v / (rounds * len(batches)) for k, v in totals.items()}
 
 
 def _sync(device):
@@ -98,14 +108,15 @@ def _memory_child(net, horizon, method, group_size, device_type):
     print(json.dumps(out))
 
 
-def bench(net, steps, device, memory_horizons):
-    batches = make_batches(net, steps, 128, device)
+def bench(net, horizon, rounds, device, memory_horizons):
+    batches = make_batches(net, horizon, 128, device)
     val = batches[:1]
-    a = time_plain(net, batches, device)
-    b = time_fds(net, batches, val, device, "forward")
-    c = time_fds(net, batches, val, device, "reverse")
-    avg_active = sum(sum(v.numel() * t // steps + 1 for v in SCHEDULE.values()) for t in range(steps)) / steps
-    print(f"\n## {net}, batch 128, {steps} steps, 5 lr + 1 momentum + 1 weight decay values ({device.type}, {torch.get_num_threads()} threads)")
+    runners = {"a": plain_steps(net, device), "b": fds_steps(net, device, "forward"), "c": fds_steps(net, device, "reverse")}
+    t = interleaved(runners, batches, val, rounds, device)
+    a, b, c = t["a"], t["b"], t["c"]
+    avg_active = sum(sum(v.numel() * i // horizon + 1 for v in SCHEDULE.values()) for i in range(horizon)) / horizon
+    print(f"\n## {net}, batch 128, horizon {horizon} x {rounds} rounds, 5 lr + 1 momentum + 1 weight decay values "
+          f"({device.type}, {torch.get_num_threads()} threads)")
     print(f"(a) torch.optim.SGD          {1e3 * a:8.1f} ms/step")
     print(f"(b) fds-tune forward mode    {1e3 * b:8.1f} ms/step")
     print(f"(c) reference (double-bwd)   {1e3 * c:8.1f} ms/step")
@@ -120,8 +131,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", choices=sorted(NETS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--lenet-steps", type=int, default=100)
-    p.add_argument("--wrn-steps", type=int, default=10)
+    p.add_argument("--lenet-rounds", type=int, default=5, help="rounds of a 20-step horizon (LeNet)")
+    p.add_argument("--wrn-rounds", type=int, default=2, help="rounds of a 5-step horizon (WRN-16-1)")
+    p.add_argument("--memory-horizons", type=int, nargs="*", default=[100, 1000], help="LeNet horizons for peak memory")
     p.add_argument("--memory", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory:
@@ -129,9 +141,9 @@ def main(argv=None):
         return _memory_child(net, int(h), method, int(g), dev)
     device = torch.device(args.device)
     if args.only in (None, "lenet"):
-        bench("lenet", args.lenet_steps, device, (100, 1000))
+        bench("lenet", 20, args.lenet_rounds, device, args.memory_horizons)
     if args.only in (None, "wrn-16-1"):
-        bench("wrn-16-1", args.wrn_steps, device, (5,))
+        bench("wrn-16-1", 5, args.wrn_rounds, device, (5,))
 
 
 if __name__ == "__main__":

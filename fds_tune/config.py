@@ -106,7 +106,7 @@ PRESETS: dict[str, FDSConfig] = {
     # Embedded default: sklearn digits, a few seconds per outer step on a CPU.
     "digits": FDSConfig(dataset="digits", model="mlp", epochs=(1,) + (10,) * 9, retrain_epochs=10),
     # CPU benchmark: a full FDS run takes about 10-20 minutes on 2 cores.
-    "fashion_mnist": FDSConfig(dataset="fashion_mnist", model="lenet", epochs=(1, 2, 2, 2, 2, 2), retrain_epochs=5),
+    "fashion_mnist": FDSConfig(dataset="fashion_mnist", model="lenet", epochs=(1, 3, 3, 3, 3, 3), retrain_epochs=3),
     # The paper's CIFAR-10 setup (GPU): WRN-16-1, 7 lr values, 10 outer steps, retraining for 50 epochs.
     "paper_cifar10": FDSConfig(
         dataset="cifar10",

@@ -1,0 +1,63 @@
+"""A strong hand-tuned reference: SGD, momentum 0.9, cosine-decayed lr chosen on a grid.
+
+Used to judge FDS's learned schedules under the same epoch budget: each lr of
+the grid is trained on the training set minus the validation split, the lr with
+the best validation accuracy is chosen, then retrained from scratch on the full
+training set (as FDS's learned schedule is) and tested.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from .engine import train
+from .functional import FunctionalModel
+from .problem import Problem
+from .schedule import Schedule
+
+__all__ = ["cosine_schedule", "hand_tuned"]
+
+RETRAIN_DRAW = -1  # same batch order as FDS's retraining
+
+
+def cosine_schedule(lr: float, momentum: float, weight_decay: float, horizon: int) -> Schedule:
+    """One lr value per step: ``lr * (1 + cos(pi t / T)) / 2``."""
+    return Schedule(
+        lr=[lr * 0.5 * (1 + math.cos(math.pi * t / horizon)) for t in range(horizon)],
+        momentum=[momentum],
+        weight_decay=[weight_decay],
+    )
+
+
+def _fit(problem: Problem, schedule_for, epochs: int, idx, draw: int, grad_clamp):
+    n = problem.n_train if idx is None else len(idx)
+    horizon = epochs * problem.steps_per_epoch(n)
+    model = problem.model()
+    run = train(model, schedule_for(horizon), problem.train_batches(idx, epochs, draw), horizon=horizon, grad_clamp=grad_clamp)
+    fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
+    return run, fm, fm.flatten(run.params)
+
+
+def hand_tuned(
+    problem: Problem,
+    epochs: int,
+    lrs: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    grad_clamp: float | None = None,
+) -> dict:
+    """Grid-search the peak lr of a cosine schedule on validation accuracy; retrain the best; test it."""
+    train_idx, val_idx = problem.split(0)
+    grid = []
+    for lr in lrs:
+        run, fm, theta = _fit(problem, lambda T: cosine_schedule(lr, momentum, weight_decay, T), epochs, train_idx, 0, grad_clamp)
+        val_acc = 0.0 if run.diverged else fm.evaluate(theta, run.buffers, problem.eval_batches(val_idx))[1]
+        grid.append({"lr": lr, "val_acc": val_acc})
+    best = max(grid, key=lambda r: r["val_acc"])
+    run, fm, theta = _fit(
+        problem, lambda T: cosine_schedule(best["lr"], momentum, weight_decay, T), epochs, None, RETRAIN_DRAW, grad_clamp
+    )
+    test_acc = 0.0 if run.diverged else fm.evaluate(theta, run.buffers, problem.test_batches())[1]
+    return {"grid": grid, "best_lr": best["lr"], "momentum": momentum, "weight_decay": weight_decay, "epochs": epochs, "test_acc": test_acc}
