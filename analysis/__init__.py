@@ -1,0 +1,24 @@
+"""Analysis of fds-tune results: Ray Tune experiment directories -> tidy frame -> curves, tables, figures.
+
+    df = load_results("results/digits")          # every method and seed under the directory
+    table = comparison_table(df)                 # one row per method
+    print(to_markdown(table))
+    plot_regret(df, "figures/regret.png")
+
+See :mod:`analysis.loaders` for the frame's columns and the compute axis, and
+:mod:`analysis.curves` for the incumbent, regret and speedup definitions.
+"""
+from .curves import (
+    Speedup, aggregate_curves, anytime_curves, best_final_accuracy, compute_to_reach, final_choice, regret,
+    speedup_at_matched_accuracy,
+)
+from .loaders import RUN_EPOCHS, RUN_SECONDS, load_results, long_form
+from .plots import plot_greedy_trajectories, plot_hypergradients, plot_regret, plot_schedules
+from .tables import comparison_table, format_table, to_latex, to_markdown
+
+__all__ = [
+    "RUN_EPOCHS", "RUN_SECONDS", "Speedup", "aggregate_curves", "anytime_curves", "best_final_accuracy",
+    "comparison_table", "compute_to_reach", "final_choice", "format_table", "load_results", "long_form",
+    "plot_greedy_trajectories", "plot_hypergradients", "plot_regret", "plot_schedules", "regret",
+    "speedup_at_matched_accuracy", "to_latex", "to_markdown",
+]

@@ -1,0 +1,141 @@
+"""Figures of the comparison, saved as PNG; each function returns the path it wrote.
+
+Figures are drawn on ``matplotlib.figure.Figure`` with the Agg canvas, never
+through ``pyplot``: no global backend switch, no open-figure state, and they
+work headless.  A figure with nothing to show (e.g. no greedy method in the
+results) is still written, with a note saying what is missing.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .curves import aggregate_curves, anytime_curves, method_order, regret
+from .loaders import RUN_EPOCHS, RUN_SECONDS, long_form
+
+__all__ = ["plot_regret", "plot_schedules", "plot_hypergradients", "plot_greedy_trajectories", "GREEDY_METHODS"]
+
+GREEDY_METHODS = ("hd", "greedy")
+_AXIS_LABELS = {RUN_SECONDS: "compute (device seconds, summed over trials)", RUN_EPOCHS: "compute (training epochs, summed over trials)"}
+
+
+def plot_regret(df: pd.DataFrame, path: str | os.PathLike, x: str = RUN_SECONDS) -> Path:
+    """Regret of the incumbent's test accuracy against compute, one line per method (mean over
+    seeds, band: ± one standard deviation), log-scaled compute.  See :mod:`analysis.curves`."""
+    curves = regret(aggregate_curves(anytime_curves(df), x=x))
+    fig, ax = _figure(1)
+    ax = ax[0]
+    for method in method_order(curves["method"].unique()):
+        c = curves[curves["method"] == method]
+        xs, r, sd = c[x].to_numpy(float), 100 * c["regret"].to_numpy(float), 100 * c["std"].to_numpy(float)
+        (line,) = ax.step(xs, r, where="post", label=_runs_label(method, int(c["n"].iloc[0])))
+        if np.isfinite(sd).any():
+            ax.fill_between(xs, r - sd, r + sd, step="post", alpha=0.2, color=line.get_color(), linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel(_AXIS_LABELS[x])
+    ax.set_ylabel("regret (test accuracy points below the best method)")
+    ax.axhline(0.0, color="0.5", linewidth=0.8)
+    ax.legend(fontsize="small")
+    ax.set_title("Regret against compute")
+    return _save(fig, path)
+
+
+def plot_schedules(df: pd.DataFrame, path: str | os.PathLike, method: str = "fds") -> Path:
+    """The schedule ``method`` learned, across outer steps: one panel per kind, one line per
+    shared value and run; step 0 is the initial schedule (``schedule_used`` of step 1)."""
+    rows = _rows(df, [method])
+    long = long_form(rows, "schedule").assign(step=_outer_step)
+    if "schedule_used" in rows.columns and len(rows):
+        first = rows[rows["iteration"] == rows.groupby("run")["iteration"].transform("min")]
+        initial = long_form(first, "schedule_used").assign(step=lambda d: _outer_step(d) - 1)
+        long = pd.concat([initial, long], ignore_index=True)
+    return _plot_kinds(long, path, "step", "outer step", f"Schedule learned by {method}", "value")
+
+
+def plot_hypergradients(df: pd.DataFrame, path: str | os.PathLike, method: str = "fds") -> Path:
+    """The hypergradients ``method`` computed at each outer step: one panel per kind, one line per shared value and run."""
+    long = long_form(_rows(df, [method]), "hypergrads").assign(step=_outer_step)
+    return _plot_kinds(long, path, "step", "outer step", f"Hypergradients of {method}", "d val. loss / d value")
+
+
+def plot_greedy_trajectories(df: pd.DataFrame, path: str | os.PathLike, methods: Iterable[str] = GREEDY_METHODS) -> Path:
+    """The hyperparameter trajectories of the greedy online methods, one panel per kind, one colour per method.
+
+    From each trial's ``trajectory`` (kind -> mean value used in each epoch) at
+    its latest result, against the epoch; for rows without one, each reported
+    ``schedule`` value against the epochs trained so far.
+    """
+    rows = _rows(df, list(methods))
+    has_traj = np.array([isinstance(v, Mapping) for v in rows.get("trajectory", pd.Series(None, index=rows.index))], dtype=bool)
+    traj = long_form(rows.loc[has_traj].groupby(["run", "trial"], sort=False).tail(1), "trajectory")
+    traj["epoch"] = traj["index"].astype(float) + 1
+    traj["index"] = 0
+    sched = long_form(rows.loc[~has_traj], "schedule")
+    sched["epoch"] = sched["epochs_total" if "epochs_total" in sched.columns else "iteration"].astype(float)
+    long = pd.concat([traj, sched], ignore_index=True) if len(sched) else traj
+    return _plot_kinds(long, path, "epoch", "epoch", "Greedy methods' hyperparameters", "value", color_by="method")
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+
+def _outer_step(long: pd.DataFrame) -> pd.Series:
+    """FDS's ``outer_step``; Ray's ``training_iteration`` for a method without one."""
+    return long["outer_step" if "outer_step" in long.columns else "iteration"].astype(float)
+
+
+def _runs_label(method: str, n: int) -> str:
+    return f"{method} ({n} run{'' if n == 1 else 's'})"
+
+
+def _rows(df: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    return df[df["method"].isin(methods)] if "method" in df.columns else df.iloc[:0]
+
+
+def _plot_kinds(long: pd.DataFrame, path, x: str, xlabel: str, title: str, ylabel: str, color_by: str = "index") -> Path:
+    """One panel per kind; one line per (method, run, trial, index) of a :func:`long_form` frame,
+    coloured by ``color_by`` (``index``: the shared value; ``method``), styled by run."""
+    kinds = list(dict.fromkeys(long["kind"])) if len(long) else []
+    fig, axes = _figure(max(len(kinds), 1))
+    if not kinds:
+        axes[0].text(0.5, 0.5, f"no data: {title.lower()}", ha="center", va="center", transform=axes[0].transAxes)
+        axes[0].set_axis_off()
+    for ax, kind in zip(axes, kinds):
+        k = long[long["kind"] == kind].sort_values(x, kind="stable")
+        colors = {c: f"C{n % 10}" for n, c in enumerate(sorted(k[color_by].unique()))}
+        styles = {r: s for r, s in zip(k["run"].unique(), ["-", "--", ":", "-."] * 100)}
+        labelled = set()
+        for (method, run, _, index), line in k.groupby(["method", "run", "trial", "index"], sort=False):
+            key = index if color_by == "index" else method
+            label = (f"{kind}[{index}]" if color_by == "index" else method) if key not in labelled else None
+            labelled.add(key)
+            ax.plot(line[x].astype(float), line["value"], styles[run], color=colors[key], marker=".", label=label)
+        ax.set_title(kind)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        if len(colors) > 1 or color_by == "method":
+            ax.legend(fontsize="x-small")
+    runs = long["run"].nunique() if len(long) else 0
+    fig.suptitle(title + (f" ({runs} runs, one line style per run)" if runs > 1 else ""))
+    return _save(fig, path)
+
+
+def _figure(panels: int):
+    fig = Figure(figsize=(4.5 * panels + 1.5, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig, [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+
+
+def _save(fig: Figure, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, format="png")
+    return path
