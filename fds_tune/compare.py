@@ -1,0 +1,293 @@
+"""The comparison: FDS against black-box and greedy HPO, under one budget, on one problem.
+
+:func:`compare` runs every method through Ray Tune on the same data, network and
+schedule search space, then writes
+
+* ``ray/<method>-seed<k>/``: the Ray Tune experiments (one per method and seed);
+* ``results.csv``: every reported result, tidy (:func:`analysis.load_results`);
+* ``table.md`` / ``table.tex``: the comparison table (:func:`analysis.comparison_table`);
+* ``regret.png``, ``schedules.png``, ``hypergradients.png``, ``greedy.png``: the plots.
+
+Compute is counted on the same axes for every method (``epochs_total`` and
+``compute_s``, see :mod:`fds_tune.metrics`).  FDS's own budget is its preset's
+(outer steps x epochs, plus retraining); each black-box method gets
+``budget_epochs`` training epochs in total, ``max_epochs`` per trial; HD and
+greedy forward mode train one run of ``max_epochs`` epochs.
+
+``resume=True`` continues a killed comparison: finished experiments are kept,
+unfinished ones are restored with ``Tuner.restore`` (running trials continue
+from their checkpoints).  BOHB cannot be restored (TuneBOHB fails after
+``Tuner.restore``, a known upstream problem): an unfinished BOHB experiment is
+said so and run again from scratch.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import PRESETS, fds_config
+from .metrics import EPOCHS, METRIC, MODE
+
+__all__ = ["METHODS", "COMPARE_PRESETS", "CompareSpec", "compare", "Progress"]
+
+METHODS: tuple[str, ...] = ("fds", "random", "hyperband", "bohb", "tpe", "optuna", "asha", "hd", "greedy")
+BLACK_BOX = ("random", "hyperband", "bohb", "tpe", "optuna", "asha")
+GREEDY = ("hd", "greedy")
+DONE_MARKER = ".fds_tune_done"
+QUIET_ENV = {
+    "RAY_AIR_NEW_OUTPUT": "0",
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # we add the JSON/CSV loggers ourselves
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",
+    "TUNE_GLOBAL_CHECKPOINT_S": "1",  # a killed driver resumes from a fresh experiment state
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+@dataclass(frozen=True)
+class CompareSpec:
+    """What one comparison preset runs."""
+
+    fds_preset: str  # FDS preset: problem, shared values, horizons
+    max_epochs: int  # epochs of one black-box trial (and of an HD / greedy run)
+    num_samples: int  # black-box trials per method (HyperBand/BOHB/ASHA stop many early)
+    budget_epochs: float  # black-box training epochs per method, all trials together
+    fds_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.fds_preset not in PRESETS:
+            raise ValueError(f"fds_preset: got {self.fds_preset!r}; allowed values are {sorted(PRESETS)}")
+        for key in ("max_epochs", "num_samples"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{key}: got {v!r}; must be an int >= 1")
+        if isinstance(self.budget_epochs, bool) or not isinstance(self.budget_epochs, (int, float)) or not self.budget_epochs > 0:
+            raise ValueError(f"budget: got {self.budget_epochs!r}; must be a number of epochs > 0")
+
+
+COMPARE_PRESETS: dict[str, CompareSpec] = {
+    # The embedded default: every method in a few minutes on 2 CPU cores (`make run`).
+    "digits": CompareSpec("digits", max_epochs=10, num_samples=16, budget_epochs=120),
+    # The CPU benchmark: about an hour on 2 cores.
+    "fashion_mnist": CompareSpec("fashion_mnist", max_epochs=3, num_samples=24, budget_epochs=48),
+    # The paper's CIFAR-10 / WRN-16-1 setup, for a GPU machine.
+    "cifar10_paper": CompareSpec("paper_cifar10", max_epochs=50, num_samples=64, budget_epochs=1600),
+}
+
+
+class Progress:
+    """Builds the ``tune.Callback`` that prints one line per finished trial (not Ray's log wall)."""
+
+    def __init__(self, label: str, expected_trials: int, budget_epochs: float | None, out=sys.stdout, started: float | None = None):
+        from ray import tune
+
+        parent = self
+
+        class _Callback(tune.Callback):
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                parent.result(trial.trial_id, result)
+
+            def on_trial_complete(self, iteration, trials, trial, **info):
+                parent.complete(trial.trial_id)
+
+            def on_trial_error(self, iteration, trials, trial, **info):
+                parent.complete(trial.trial_id, error=True)
+
+        self.callback = _Callback()
+        self.label, self.expected, self.budget, self.out = label, expected_trials, budget_epochs, out
+        self.started = started or time.time()
+        self.epochs: dict[str, float] = {}
+        self.finished: set[str] = set()
+        self.best = -math.inf
+
+    def result(self, trial_id: str, result: Mapping[str, Any]) -> None:
+        self.epochs[trial_id] = float(result.get(EPOCHS, 0.0))
+        if not result.get("diverged", False) and math.isfinite(result.get(METRIC, -math.inf)):
+            self.best = max(self.best, result[METRIC])
+
+    def complete(self, trial_id: str, error: bool = False) -> None:
+        self.finished.add(trial_id)
+        elapsed = time.time() - self.started
+        used = sum(self.epochs.values())
+        frac = min(1.0, max(len(self.finished) / self.expected, used / self.budget if self.budget else 0.0))
+        eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
+        best = f"{self.best:.4f}" if math.isfinite(self.best) else "-"
+        print(
+            f"[{self.label}] trials {len(self.finished)}/{self.expected}{' (error)' if error else ''} | "
+            f"best {METRIC} {best} | {used:.0f} epochs | {elapsed:.0f}s elapsed, ~{eta:.0f}s left",
+            file=self.out,
+            flush=True,
+        )
+
+
+def _loggers():
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [JsonLoggerCallback(), CSVLoggerCallback()]
+
+
+def _experiment(method: str, seed: int, spec: CompareSpec, budget: float, storage: Path, progress: Progress):
+    """(trainable, tuner factory) for one method and seed."""
+    from ray import tune
+
+    fds = fds_config({"preset": spec.fds_preset, **spec.fds_overrides, "seed": seed})
+    name = f"{method}-seed{seed}"
+    run_config = dict(
+        name=name,
+        storage_path=str(storage),
+        verbose=0,
+        callbacks=[*_loggers(), progress.callback],
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1),
+        failure_config=tune.FailureConfig(max_failures=2),
+    )
+    if method in BLACK_BOX:
+        from baselines import SpaceConfig, get_baseline
+
+        setup = get_baseline(method).build(
+            SpaceConfig(sizes=dict(fds.n_values)),
+            fds.problem,
+            max_epochs=spec.max_epochs,
+            num_samples=spec.num_samples,
+            seed=seed,
+            grad_clamp=fds.grad_clamp,
+        )
+        trainable = tune.with_resources(setup.trainable, {"cpu": 1})
+        return trainable, lambda: setup.tuner(storage_path=storage, name=name, budget_epochs=budget, callbacks=[progress.callback])
+    if method == "fds":
+        trainable, space = _fds_trainable(), {**{k: v for k, v in spec.fds_overrides.items()}, "preset": spec.fds_preset, "seed": seed}
+    elif method in GREEDY:
+        from baselines.greedy import GREEDY_METHODS
+
+        trainable = GREEDY_METHODS[method]
+        space = {"preset": spec.fds_preset, "seed": seed, "epochs": spec.max_epochs}
+    else:
+        raise ValueError(f"methods: got {method!r}; allowed values are {list(METHODS)}")
+    trainable = tune.with_resources(trainable, {"cpu": 1})
+    return trainable, lambda: tune.Tuner(
+        trainable,
+        param_space=space,
+        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=1),
+        run_config=tune.RunConfig(**run_config),
+    )
+
+
+def _fds_trainable():
+    from .trainable import FDSTrainable
+
+    return FDSTrainable
+
+
+def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
+    import logging
+
+    import ray
+
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    for name in ("ray", "ray.tune", "ray.train"):  # progress comes from our callback, not Ray's log lines
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+
+
+def _run_one(method: str, path: Path, make_trainable_and_tuner, resume: bool, log: Callable[[str], None]) -> None:
+    from ray import tune
+
+    trainable, make_tuner = make_trainable_and_tuner
+    if (path / DONE_MARKER).exists():
+        log(f"[{path.name}] already finished; kept")
+        return
+    if path.exists() and resume and method == "bohb":
+        log(
+            f"[{path.name}] BOHB cannot be resumed: TuneBOHB fails after Tuner.restore (a known upstream problem). "
+            "Running it again from scratch."
+        )
+        shutil.rmtree(path)
+    if path.exists() and resume and tune.Tuner.can_restore(str(path)):
+        log(f"[{path.name}] resuming from {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        if path.exists():
+            shutil.rmtree(path)  # a partial run without restorable state
+        tuner = make_tuner()
+    results = tuner.fit()
+    errors = [str(e).splitlines()[0] for e in results.errors]
+    if errors:
+        log(f"[{path.name}] {len(errors)} trial(s) failed: {errors[0]}")
+    (path / DONE_MARKER).write_text("done\n")
+
+
+def compare(
+    preset: str,
+    *,
+    out: str | os.PathLike,
+    seeds: int = 1,
+    methods: Sequence[str] = METHODS,
+    budget_epochs: float | None = None,
+    resume: bool = False,
+    address: str | None = None,
+    num_cpus: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Run the comparison and write results, table and plots under ``out``; returns their paths and the table."""
+    if preset not in COMPARE_PRESETS:
+        raise ValueError(f"preset: got {preset!r}; allowed values are {sorted(COMPARE_PRESETS)}")
+    spec = COMPARE_PRESETS[preset]
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise ValueError(f"seeds: got {seeds!r}; must be an int >= 1")
+    methods = list(methods)
+    bad = [m for m in methods if m not in METHODS]
+    if bad or not methods or len(set(methods)) != len(methods):
+        raise ValueError(f"methods: got {methods!r}; must be distinct names from {list(METHODS)}")
+    budget = spec.budget_epochs if budget_epochs is None else budget_epochs
+    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
+        raise ValueError(f"budget: got {budget!r}; must be a number of epochs > 0")
+    out = Path(out).absolute()
+    storage = out / "ray"
+    if storage.exists() and any(storage.iterdir()) and not resume:
+        raise ValueError(f"out: {out} already holds results; pass resume=True (--resume) to continue them, or choose another --out")
+    fds_config({"preset": spec.fds_preset, **spec.fds_overrides})  # validate before any training
+    storage.mkdir(parents=True, exist_ok=True)
+    _ensure_ray(address, num_cpus)
+    started = time.time()
+    for seed in range(seeds):
+        for method in methods:
+            expected = spec.num_samples if method in BLACK_BOX else 1
+            progress = Progress(f"{method} seed {seed}", expected, budget if method in BLACK_BOX else None, started=time.time())
+            log(f"== {method}, seed {seed} ({time.time() - started:.0f}s elapsed)")
+            path = storage / f"{method}-seed{seed}"
+            _run_one(method, path, _experiment(method, seed, spec, budget, storage, progress), resume, log)
+    return write_report(out, log=log)
+
+
+def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Results CSV, table and plots from the experiments under ``out/ray`` (no Ray needed)."""
+    import analysis
+
+    out = Path(out)
+    df = analysis.load_results(out / "ray")
+    csv = out / "results.csv"
+    df.to_csv(csv, index=False)
+    table = analysis.comparison_table(df)
+    (out / "table.md").write_text(analysis.to_markdown(table) + "\n")
+    (out / "table.tex").write_text(analysis.to_latex(table) + "\n")
+    plots = {"regret": analysis.plot_regret(df, out / "regret.png")}
+    for name, fn in (("schedules", analysis.plot_schedules), ("hypergradients", analysis.plot_hypergradients)):
+        if "fds" in set(df["method"]):
+            plots[name] = fn(df, out / f"{name}.png")
+    if set(GREEDY) & set(df["method"]):
+        plots["greedy"] = analysis.plot_greedy_trajectories(df, out / "greedy.png")
+    log("\n" + analysis.to_markdown(table))
+    log(f"\nresults: {csv}\ntable:   {out / 'table.md'}\nplots:   " + ", ".join(str(p) for p in plots.values()))
+    return {"csv": csv, "table": table, "plots": plots, "out": out}
