@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import warnings
 
@@ -22,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=_positive_int, default=1, help="seeds per method (default 1)")
     c.add_argument("--budget", type=_positive_float, default=None, help="training epochs per black-box method (default: the preset's)")
     c.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD", help=f"from {', '.join(METHODS)} (default: all)")
+    c.add_argument("--max-epochs", type=_positive_int, default=None, help="epochs of one black-box trial and of an HD/greedy run")
+    c.add_argument("--samples", type=_positive_int, default=None, help="black-box trials per method")
+    c.add_argument(
+        "--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+        help="override a key of the FDS preset for every method (VALUE is JSON, e.g. epochs=[1,2] or data_root=\"/data\")",
+    )
     c.add_argument("--out", default=None, help="output directory (default: results/PRESET)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
     c.add_argument("--address", default=None, help="an existing Ray cluster to run on (e.g. 'auto' or HOST:PORT); default: a local Ray")
@@ -29,6 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="rebuild results.csv, the table and the plots from a comparison directory")
     r.add_argument("out")
     return p
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"got {text!r}; must be KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw  # a bare string, e.g. data_root=/data
+    return key, value
 
 
 def _positive_int(text: str) -> int:
@@ -65,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                 seeds=args.seeds,
                 methods=args.methods,
                 budget_epochs=args.budget,
+                max_epochs=args.max_epochs,
+                num_samples=args.samples,
+                overrides=dict(args.set),
                 resume=args.resume,
                 address=args.address,
                 num_cpus=args.cpus,

@@ -22,15 +22,17 @@ said so and run again from scratch.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ray import tune
 
 from .config import PRESETS, fds_config
 from .metrics import EPOCHS, METRIC, MODE
@@ -82,37 +84,32 @@ COMPARE_PRESETS: dict[str, CompareSpec] = {
 }
 
 
-class Progress:
-    """Builds the ``tune.Callback`` that prints one line per finished trial (not Ray's log wall)."""
+class Progress(tune.Callback):
+    """Prints one line per finished trial: method, trials done, best so far, elapsed and remaining time.
 
-    def __init__(self, label: str, expected_trials: int, budget_epochs: float | None, out=sys.stdout, started: float | None = None):
-        from ray import tune
+    Replaces Ray's log wall.  It prints to whatever ``sys.stdout`` is at the time (it is
+    pickled with the experiment state, so it holds no file object).
+    """
 
-        parent = self
-
-        class _Callback(tune.Callback):
-            def on_trial_result(self, iteration, trials, trial, result, **info):
-                parent.result(trial.trial_id, result)
-
-            def on_trial_complete(self, iteration, trials, trial, **info):
-                parent.complete(trial.trial_id)
-
-            def on_trial_error(self, iteration, trials, trial, **info):
-                parent.complete(trial.trial_id, error=True)
-
-        self.callback = _Callback()
-        self.label, self.expected, self.budget, self.out = label, expected_trials, budget_epochs, out
+    def __init__(self, label: str, expected_trials: int, budget_epochs: float | None, started: float | None = None):
+        self.label, self.expected, self.budget = label, expected_trials, budget_epochs
         self.started = started or time.time()
         self.epochs: dict[str, float] = {}
         self.finished: set[str] = set()
         self.best = -math.inf
 
-    def result(self, trial_id: str, result: Mapping[str, Any]) -> None:
-        self.epochs[trial_id] = float(result.get(EPOCHS, 0.0))
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.epochs[trial.trial_id] = float(result.get(EPOCHS, 0.0))
         if not result.get("diverged", False) and math.isfinite(result.get(METRIC, -math.inf)):
             self.best = max(self.best, result[METRIC])
 
-    def complete(self, trial_id: str, error: bool = False) -> None:
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._finished(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._finished(trial.trial_id, error=True)
+
+    def _finished(self, trial_id: str, error: bool = False) -> None:
         self.finished.add(trial_id)
         elapsed = time.time() - self.started
         used = sum(self.epochs.values())
@@ -122,7 +119,6 @@ class Progress:
         print(
             f"[{self.label}] trials {len(self.finished)}/{self.expected}{' (error)' if error else ''} | "
             f"best {METRIC} {best} | {used:.0f} epochs | {elapsed:.0f}s elapsed, ~{eta:.0f}s left",
-            file=self.out,
             flush=True,
         )
 
@@ -143,7 +139,7 @@ def _experiment(method: str, seed: int, spec: CompareSpec, budget: float, storag
         name=name,
         storage_path=str(storage),
         verbose=0,
-        callbacks=[*_loggers(), progress.callback],
+        callbacks=[*_loggers(), progress],
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1),
         failure_config=tune.FailureConfig(max_failures=2),
     )
@@ -159,14 +155,14 @@ def _experiment(method: str, seed: int, spec: CompareSpec, budget: float, storag
             grad_clamp=fds.grad_clamp,
         )
         trainable = tune.with_resources(setup.trainable, {"cpu": 1})
-        return trainable, lambda: setup.tuner(storage_path=storage, name=name, budget_epochs=budget, callbacks=[progress.callback])
+        return trainable, lambda: setup.tuner(storage_path=storage, name=name, budget_epochs=budget, callbacks=[progress])
     if method == "fds":
         trainable, space = _fds_trainable(), {**{k: v for k, v in spec.fds_overrides.items()}, "preset": spec.fds_preset, "seed": seed}
     elif method in GREEDY:
         from baselines.greedy import GREEDY_METHODS
 
         trainable = GREEDY_METHODS[method]
-        space = {"preset": spec.fds_preset, "seed": seed, "epochs": spec.max_epochs}
+        space = {**_greedy_keys(spec.fds_overrides), "preset": spec.fds_preset, "seed": seed, "epochs": spec.max_epochs}
     else:
         raise ValueError(f"methods: got {method!r}; allowed values are {list(METHODS)}")
     trainable = tune.with_resources(trainable, {"cpu": 1})
@@ -176,6 +172,13 @@ def _experiment(method: str, seed: int, spec: CompareSpec, budget: float, storag
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=1),
         run_config=tune.RunConfig(**run_config),
     )
+
+
+def _greedy_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """The overrides that HD and greedy forward mode share with FDS (problem, init, bounds, clamp)."""
+    from baselines.greedy import SHARED_KEYS
+
+    return {k: v for k, v in overrides.items() if k in SHARED_KEYS and k != "epochs"}
 
 
 def _fds_trainable():
@@ -191,7 +194,7 @@ def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
 
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
-    for name in ("ray", "ray.tune", "ray.train"):  # progress comes from our callback, not Ray's log lines
+    for name in ("ray", "ray.tune", "ray.train", "optuna"):  # progress comes from our callback, not log lines
         logging.getLogger(name).setLevel(logging.ERROR)
     if ray.is_initialized():
         return
@@ -235,15 +238,29 @@ def compare(
     seeds: int = 1,
     methods: Sequence[str] = METHODS,
     budget_epochs: float | None = None,
+    max_epochs: int | None = None,
+    num_samples: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
     resume: bool = False,
     address: str | None = None,
     num_cpus: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the comparison and write results, table and plots under ``out``; returns their paths and the table."""
+    """Run the comparison and write results, table and plots under ``out``; returns their paths and the table.
+
+    ``overrides`` change the FDS preset's keys (problem, shared values, horizons: see
+    :class:`~fds_tune.config.FDSConfig`) for every method; ``max_epochs`` and
+    ``num_samples`` change the black-box trials' epochs and number.
+    """
     if preset not in COMPARE_PRESETS:
         raise ValueError(f"preset: got {preset!r}; allowed values are {sorted(COMPARE_PRESETS)}")
     spec = COMPARE_PRESETS[preset]
+    spec = dataclasses.replace(
+        spec,
+        fds_overrides={**spec.fds_overrides, **dict(overrides or {})},
+        max_epochs=spec.max_epochs if max_epochs is None else max_epochs,
+        num_samples=spec.num_samples if num_samples is None else num_samples,
+    )
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ValueError(f"seeds: got {seeds!r}; must be an int >= 1")
     methods = list(methods)
@@ -273,13 +290,15 @@ def compare(
 
 def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Results CSV, table and plots from the experiments under ``out/ray`` (no Ray needed)."""
+    import pandas as pd
+
     import analysis
 
     out = Path(out)
     df = analysis.load_results(out / "ray")
     csv = out / "results.csv"
     df.to_csv(csv, index=False)
-    table = analysis.comparison_table(df)
+    table = analysis.comparison_table(pd.read_csv(csv))  # the table comes from the CSV, nothing else
     (out / "table.md").write_text(analysis.to_markdown(table) + "\n")
     (out / "table.tex").write_text(analysis.to_latex(table) + "\n")
     plots = {"regret": analysis.plot_regret(df, out / "regret.png")}

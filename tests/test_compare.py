@@ -1,0 +1,113 @@
+"""`fds-tune compare` end to end through real Ray Tune, on tiny budgets."""
+import re
+
+import pandas as pd
+import pytest
+
+import analysis
+from fds_tune.cli import main
+from fds_tune.compare import METHODS
+from fixtures import write_cifar10
+
+TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--samples", "2", "--budget", "4"]
+
+
+def table_rows(markdown: str) -> dict[str, list[str]]:
+    lines = [l for l in markdown.strip().splitlines() if l.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {}
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = dict(zip(header, cells))
+    return header, rows
+
+
+@pytest.fixture(scope="module")
+def digits_run(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("compare") / "digits"
+    assert main(["compare", "--preset", "digits", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_every_method_runs_and_the_table_comes_from_the_csv(digits_run, capsys):
+    out = digits_run
+    markdown = (out / "table.md").read_text()
+    header, rows = table_rows(markdown)
+    assert sorted(rows) == sorted(METHODS)  # one row per method, every method present
+    assert header[:4] == ["Method", "Runs", "Best val. acc. (%)", "Test acc. (%)"]
+    assert "FDS speedup" in header and "Device-hours" in header and "Epochs" in header
+    csv = pd.read_csv(out / "results.csv")
+    assert set(csv["method"]) == set(METHODS)
+    # the table is computed from the CSV: recomputing it gives the same text, and a cell checks out by hand
+    assert analysis.to_markdown(analysis.comparison_table(csv)) == markdown.strip()
+    fds = csv[csv["method"] == "fds"]
+    assert float(rows["fds"]["Test acc. (%)"]) == pytest.approx(100 * fds["retrain_test_acc"].dropna().iloc[-1], abs=0.006)
+    assert int(rows["random"]["Trials / outer steps"]) == csv[csv["method"] == "random"]["trial"].nunique()
+    for plot in ("regret.png", "schedules.png", "hypergradients.png", "greedy.png"):
+        assert (out / plot).stat().st_size > 1000
+
+
+def test_black_box_stays_within_its_budget(digits_run):
+    csv = pd.read_csv(digits_run / "results.csv")
+    for method in ("random", "hyperband", "bohb", "tpe", "optuna", "asha"):
+        rows = csv[csv["method"] == method]
+        per_trial = rows.groupby("trial")["epochs_total"].max()
+        assert per_trial.max() <= 2  # --max-epochs
+        assert per_trial.sum() <= 4 + 2  # --budget, plus at most one epoch per concurrent trial (2 CPUs)
+
+
+def test_resume_keeps_finished_experiments(digits_run, capsys):
+    before = pd.read_csv(digits_run / "results.csv")
+    assert main(["compare", "--preset", "digits", "--out", str(digits_run), "--resume", *TINY]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("already finished; kept") == len(METHODS)
+    after = pd.read_csv(digits_run / "results.csv")
+    assert len(after) == len(before)
+
+
+def test_existing_results_are_not_overwritten(digits_run, capsys):
+    assert main(["compare", "--preset", "digits", "--out", str(digits_run), *TINY]) == 2
+    assert "already holds results" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--preset", "imagenet"], "invalid choice: 'imagenet'"),
+        (["--preset", "digits", "--methods", "gridsearch"], "invalid choice: 'gridsearch'"),
+        (["--preset", "digits", "--seeds", "0"], "got 0; must be an int >= 1"),
+        (["--preset", "digits", "--budget", "-3"], "must be a finite number > 0"),
+        (["--preset", "digits", "--set", "epochs"], "must be KEY=VALUE"),
+    ],
+)
+def test_bad_arguments_exit_with_a_clear_message(argv, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", *argv])
+    assert exc.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(
+    "sets, match",
+    [(["--set", "lr_steps=3"], "'lr_steps'.*allowed keys"), (["--set", "batch_size=0"], "batch_size: got 0")],
+)
+def test_bad_overrides_fail_before_any_training(sets, match, capsys, tmp_path):
+    assert main(["compare", "--preset", "digits", "--out", str(tmp_path / "x"), *sets]) == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert not (tmp_path / "x" / "ray").exists() or not any((tmp_path / "x" / "ray").iterdir())
+
+
+def test_cifar10_paper_preset_smoke_on_the_cifar_fixture(ray_session, tmp_path):
+    """The paper's WRN-16-1 / CIFAR-10 setup, on CIFAR-10 files in the real format, with a tiny budget."""
+    write_cifar10(tmp_path / "data", n_train_per_batch=8, n_test=16)
+    out = tmp_path / "cifar"
+    argv = [
+        "compare", "--preset", "cifar10_paper", "--out", str(out), "--methods", "fds", "random", "hd",
+        "--set", f"data_root={tmp_path / 'data'}", "--set", "batch_size=8", "--set", "epochs=[1]", "--set", "retrain_epochs=1",
+        "--max-epochs", "1", "--samples", "1", "--budget", "1",
+    ]
+    assert main(argv) == 0
+    _, rows = table_rows((out / "table.md").read_text())
+    assert sorted(rows) == ["fds", "hd", "random"]
+    csv = pd.read_csv(out / "results.csv")
+    assert (csv[csv["method"] == "fds"]["lr_6"].notna()).all()  # 7 lr values, as in the paper
