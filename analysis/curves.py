@@ -80,7 +80,8 @@ def anytime_curves(df: pd.DataFrame) -> pd.DataFrame:
     Columns: ``method``, ``run``, ``seed``, ``run_compute_s``, ``run_epochs``,
     ``best_val_acc`` (highest ``val_acc`` reported so far by any trial),
     ``incumbent_trial``, ``incumbent_val_acc`` and ``incumbent_test_acc``
-    (see the module docstring).
+    (see the module docstring).  A result with ``diverged`` true never becomes
+    the incumbent or the best validation accuracy.
     """
     _require(df, ("method", "run", "trial", "val_acc", "test_acc", RUN_SECONDS))
     out = []
@@ -88,13 +89,18 @@ def anytime_curves(df: pd.DataFrame) -> pd.DataFrame:
         latest: dict[str, tuple[float, float, float]] = {}  # trial -> (val_acc, -val_loss, answer test acc)
         best_val = -math.inf
         for rec in g.to_dict("records"):
-            val = _num(rec["val_acc"], -math.inf)
+            # a diverged result never becomes best, whatever it reported
+            val = -math.inf if _is_true(rec.get("diverged")) else _num(rec["val_acc"], -math.inf)
             answer = rec.get("retrain_test_acc")
             answer = rec["test_acc"] if answer is None or pd.isna(answer) else answer
             latest[rec["trial"]] = (val, -_num(rec.get("val_loss"), math.inf), _num(answer, math.nan))
             best_val = max(best_val, val)
-            trial = max(latest, key=lambda t: latest[t][:2])  # the first trial among equals
-            inc_val, _, inc_test = latest[trial]
+            candidates = [t for t in latest if latest[t][0] > -math.inf]
+            if candidates:
+                trial = max(candidates, key=lambda t: latest[t][:2])  # the first trial among equals
+                inc_val, _, inc_test = latest[trial]
+            else:  # nothing usable yet (e.g. only diverged results)
+                trial, inc_val, inc_test = None, -math.inf, math.nan
             out.append({
                 "method": rec["method"], "run": run, "seed": rec.get("seed"),
                 RUN_SECONDS: rec[RUN_SECONDS], RUN_EPOCHS: rec.get(RUN_EPOCHS, math.nan),
@@ -217,6 +223,10 @@ def speedup_at_matched_accuracy(
 
 
 # ---- helpers ------------------------------------------------------------------------------
+
+
+def _is_true(value) -> bool:
+    return value is not None and not pd.isna(value) and bool(value)
 
 
 def _step_values(xs: np.ndarray, ys: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -48,9 +48,13 @@ def test_forced_divergence_inside_a_baseline_and_the_search_goes_on(ray_session,
     assert all(t.status == "TERMINATED" for t in result.trials)
     bad = next(t for t in result.trials if t.config["lr_0"] == 1e9)
     assert bad.last_result["diverged"] and bad.last_result["val_acc"] == pytest.approx(0.1)
+    good = next(t for t in result.trials if t.config["lr_0"] == 0.1)
     frame = analysis.load_results(tmp_path)
-    choice = analysis.final_choice(frame)
-    assert not choice["diverged"].any()
+    (choice,) = analysis.final_choice(frame).to_dict("records")
+    assert choice["trial"] == good.trial_id  # nothing diverged becomes "best"
+    curves = analysis.anytime_curves(frame)
+    bad_id = next(t.trial_id for t in result.trials if t.config["lr_0"] == 1e9)
+    assert not (curves["incumbent_trial"] == bad_id).any()
 
 
 class ExitOnce(FDSTrainable):
@@ -97,6 +101,7 @@ def _env():
     return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AIR_NEW_OUTPUT": "0"}
 
 
+@pytest.mark.slow
 def test_driver_killed_mid_experiment_then_resumed(tmp_path):
     """SIGKILL the `fds-tune compare` driver mid-run; --resume finishes with no duplicate or lost rows."""
     out = tmp_path / "cmp"
@@ -127,6 +132,7 @@ def test_driver_killed_mid_experiment_then_resumed(tmp_path):
     assert fds["retrain_test_acc"].notna().any()
 
 
+@pytest.mark.slow
 def test_two_node_cluster_survives_losing_a_node(tmp_path):
     script = ROOT / "tests" / "scripts" / "cluster_node_loss.py"
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=600)
