@@ -24,6 +24,7 @@ cluster.wait_for_nodes()
 ray.init(address=cluster.address, log_to_driver=False)
 
 nodes_seen = {}
+history = {}
 removed = threading.Event()
 
 
@@ -37,7 +38,10 @@ class Located(FDSTrainable):
 class Watch(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         nodes_seen.setdefault(trial.trial_id, []).append(result["node_id"])
-        if result["training_iteration"] >= 2 and not removed.is_set():
+        history.setdefault(trial.trial_id, []).append((result["node_id"], result["training_iteration"]))
+        on_worker = [t for t, ids in nodes_seen.items() if ids.count(worker.node_id) >= 2]
+        # remove the worker node once both trials run, one of them on that node with two results (and checkpoints)
+        if len(nodes_seen) == 2 and on_worker and not removed.is_set():
             removed.set()
             threading.Thread(target=cluster.remove_node, args=(worker,), daemon=True).start()
 
@@ -61,6 +65,12 @@ summary = {
     "nodes_before_removal": len({ids[0] for ids in nodes_seen.values()}),
     "worker_node": worker.node_id,
     "nodes_per_trial": {k: sorted(set(v)) for k, v in nodes_seen.items()},
+    # for the trial that lost its node: iterations reported there, then the first one reported elsewhere
+    "moved": [
+        {"on_lost_node": [i for n, i in h if n == worker.node_id], "first_after": next(i for n, i in h if n != worker.node_id)}
+        for h in history.values()
+        if h[0][0] == worker.node_id
+    ],
     "retrained": [bool(t.last_result.get("retrained")) for t in analysis.trials],
 }
 print(json.dumps(summary))
