@@ -22,7 +22,9 @@ data:
 		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
 	fi
 
+# The main job: FDS against every baseline on the embedded digits data (a few minutes on 2 cores).
 run: setup
+	rm -rf results/digits
 	$(VENV)/bin/fds-tune compare --preset digits --out results/digits
 
 test: setup

@@ -131,7 +131,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", choices=sorted(NETS))
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--lenet-rounds", type=int, default=5, help="rounds of a 20-step horizon (LeNet)")
+    p.add_argument("--lenet-rounds", type=int, default=2, help="rounds of a 50-step horizon (LeNet)")
     p.add_argument("--wrn-rounds", type=int, default=2, help="rounds of a 5-step horizon (WRN-16-1)")
     p.add_argument("--memory-horizons", type=int, nargs="*", default=[100, 1000], help="LeNet horizons for peak memory")
     p.add_argument("--memory", nargs=5, help=argparse.SUPPRESS)
@@ -141,7 +141,7 @@ def main(argv=None):
         return _memory_child(net, int(h), method, int(g), dev)
     device = torch.device(args.device)
     if args.only in (None, "lenet"):
-        bench("lenet", 20, args.lenet_rounds, device, args.memory_horizons)
+        bench("lenet", 50, args.lenet_rounds, device, args.memory_horizons)
     if args.only in (None, "wrn-16-1"):
         bench("wrn-16-1", 5, args.wrn_rounds, device, (5,))
 
