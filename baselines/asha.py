@@ -1,0 +1,24 @@
+"""ASHA (Li et al., 2020): random configurations, asynchronous successive halving."""
+from __future__ import annotations
+
+from .hyperband import REDUCTION_FACTOR, check_reduction_factor
+
+NAME = "asha"
+
+
+def make(seed: int, max_epochs: int, *, grace_period: int = 1, reduction_factor: float = REDUCTION_FACTOR):
+    """``BasicVariantGenerator`` seeded with ``seed``; ``ASHAScheduler`` with ``max_t = max_epochs``.
+
+    The reduction factor defaults to HyperBand's, so that the successive-halving
+    methods differ only in how they schedule, not in how hard they prune.
+    """
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    check_reduction_factor(reduction_factor)
+    if isinstance(grace_period, bool) or not isinstance(grace_period, int) or not 1 <= grace_period <= max_epochs:
+        raise ValueError(f"grace_period: got {grace_period!r}; must be an int in [1, max_epochs={max_epochs}]")
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration", max_t=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor
+    )
+    return BasicVariantGenerator(random_state=seed), scheduler

@@ -1,0 +1,18 @@
+"""TPE (Bergstra et al., 2011) through hyperopt's ``HyperOptSearch``; every trial gets the full budget."""
+from __future__ import annotations
+
+NAME = "tpe"
+
+
+def make(seed: int, max_epochs: int, *, n_initial_points: int = 20):
+    """``HyperOptSearch(random_state_seed=seed)``; the first ``n_initial_points`` (hyperopt's default 20) are random."""
+    try:
+        import hyperopt  # noqa: F401  (HyperOptSearch only asserts that it imported)
+    except ImportError as err:
+        raise ImportError("the 'tpe' baseline needs hyperopt: pip install hyperopt") from err
+    from ray.tune.schedulers import FIFOScheduler
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    if isinstance(n_initial_points, bool) or not isinstance(n_initial_points, int) or n_initial_points < 1:
+        raise ValueError(f"n_initial_points: got {n_initial_points!r}; must be an int >= 1")
+    return HyperOptSearch(random_state_seed=seed, n_initial_points=n_initial_points), FIFOScheduler()
