@@ -43,6 +43,12 @@ METHODS: tuple[str, ...] = ("fds", "random", "hyperband", "bohb", "tpe", "optuna
 BLACK_BOX = ("random", "hyperband", "bohb", "tpe", "optuna", "asha")
 GREEDY = ("hd", "greedy")
 DONE_MARKER = ".fds_tune_done"
+# Methods Ray Tune cannot restore after a killed driver (see baselines/hyperband.py, baselines/bohb.py).
+NOT_RESUMABLE = {
+    "bohb": "BOHB cannot be resumed: TuneBOHB fails after Tuner.restore (a known upstream problem).",
+    "hyperband": "HyperBand cannot be resumed: Ray Tune does not checkpoint the HyperBand scheduler's brackets, "
+    "so its paused trials would never resume after Tuner.restore.",
+}
 QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
     "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",  # we add the JSON/CSV loggers ourselves
@@ -211,11 +217,8 @@ def _run_one(method: str, path: Path, make_trainable_and_tuner, resume: bool, lo
     if (path / DONE_MARKER).exists():
         log(f"[{path.name}] already finished; kept")
         return
-    if path.exists() and resume and method == "bohb":
-        log(
-            f"[{path.name}] BOHB cannot be resumed: TuneBOHB fails after Tuner.restore (a known upstream problem). "
-            "Running it again from scratch."
-        )
+    if path.exists() and resume and method in NOT_RESUMABLE:
+        log(f"[{path.name}] {NOT_RESUMABLE[method]} Running it again from scratch.")
         shutil.rmtree(path)
     if path.exists() and resume and tune.Tuner.can_restore(str(path)):
         log(f"[{path.name}] resuming from {path}")
