@@ -116,7 +116,7 @@ class TuneSetup:
                 storage_path=str(storage_path),
                 stop=stop,
                 callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), *callbacks],
-                checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=checkpoint_frequency, num_to_keep=2),
+                checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=checkpoint_frequency),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
                 verbose=verbose,
             ),

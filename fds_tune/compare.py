@@ -161,7 +161,9 @@ def _experiment(method: str, seed: int, spec: CompareSpec, budget: float, storag
             grad_clamp=fds.grad_clamp,
         )
         trainable = tune.with_resources(setup.trainable, {"cpu": 1})
-        return trainable, lambda: setup.tuner(storage_path=storage, name=name, budget_epochs=budget, callbacks=[progress])
+        return trainable, lambda: setup.tuner(
+            storage_path=storage, name=name, budget_epochs=budget, callbacks=[progress], checkpoint_frequency=1, max_failures=2
+        )
     if method == "fds":
         trainable, space = _fds_trainable(), {**{k: v for k, v in spec.fds_overrides.items()}, "preset": spec.fds_preset, "seed": seed}
     elif method in GREEDY:
