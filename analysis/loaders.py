@@ -219,6 +219,8 @@ def _parse_cell(text: str) -> Any:
         return None
     if text in ("True", "False"):
         return text == "True"
+    if "_" in text:  # int()/float() accept "62776_00000" (digit grouping): that is a trial id, not a number
+        return text
     try:
         return int(text)
     except ValueError:
