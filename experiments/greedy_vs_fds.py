@@ -1,0 +1,72 @@
+"""Final test accuracy of HD and greedy forward mode beside FDS, all from zero initialisation.
+
+For each FDS preset: FDS runs its outer steps and retrains its learned schedule from
+scratch (``retrain_epochs``); HD and greedy forward mode (one-epoch windows) each train
+one run of ``retrain_epochs`` epochs, adapting the hyperparameters online, with their
+default settings.  All three start from the preset's initial values (0) on the same
+problem.  Prints a table and writes ``<out>/greedy_vs_fds_<preset>.json``.
+
+    python experiments/greedy_vs_fds.py                          # digits (about a minute)
+    python experiments/greedy_vs_fds.py --presets fashion_mnist  # CPU benchmark (tens of minutes)
+    python experiments/greedy_vs_fds.py --presets fashion_mnist --methods hd greedy
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from baselines.greedy import GreedyRun, HDRun
+from fds_tune.config import fds_config
+from fds_tune.learner import FDSLearner
+
+
+def run_fds(preset: str) -> dict:
+    learner = FDSLearner(fds_config({"preset": preset}))
+    while not learner.done:
+        learner.step()
+    final = learner.retrain()
+    return {
+        "test_acc": final["retrain_test_acc"], "diverged": final["retrain_diverged"],
+        "epochs_total": final["epochs_total"], "compute_s": final["compute_s"], "schedule": learner.schedule.as_lists(),
+    }
+
+
+def run_online(cls, preset: str) -> dict:
+    run = cls({"preset": preset})
+    while not run.done:
+        result = run.step()
+    keys = ("test_acc", "val_acc", "diverged", "epochs_total", "compute_s", "schedule", "trajectory")
+    return {k: result[k] for k in keys}
+
+
+RUNNERS = {"fds": run_fds, "hd": lambda preset: run_online(HDRun, preset), "greedy": lambda preset: run_online(GreedyRun, preset)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=["digits"], help="FDS presets (digits, fashion_mnist)")
+    parser.add_argument("--methods", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
+    parser.add_argument("--out", default="results", help="directory for the JSON results (merged into existing ones)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    for preset in args.presets:
+        path = Path(args.out) / f"greedy_vs_fds_{preset}.json"
+        rows = json.loads(path.read_text()) if path.exists() else {}
+        for method in args.methods:
+            rows[method] = RUNNERS[method](preset)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(rows, indent=1))  # after every method: a long run keeps what it finished
+        print(f"\n{preset}: final test accuracy from zero initialisation")
+        print(f"{'method':8} {'test_acc':>8} {'epochs':>7} {'compute_s':>9}  final values")
+        for method, r in rows.items():
+            final = {k: [round(v, 4) for v in vs] for k, vs in r["schedule"].items()}
+            print(f"{method:8} {r['test_acc']:8.4f} {r['epochs_total']:7.1f} {r['compute_s']:9.1f}  {final}")
+
+
+if __name__ == "__main__":
+    main()

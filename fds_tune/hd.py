@@ -1,0 +1,205 @@
+"""Hypergradient descent (HD; Baydin et al., ICLR 2018) for every hyperparameter of the inner optimizer.
+
+HD adapts the hyperparameters ``h`` (learning rate, momentum, weight decay, ...)
+online, at every inner step of one training run, with *one-step* hypergradients::
+
+    theta_{t+1} = update(theta_t, state_t, g_t, h_t)                  (the inner step)
+    d_t         = d theta_{t+1} / d h_t                               (K x P, one row per kind)
+    a_t         = d L_{t+1}(theta_{t+1}) / d h_t = d_t . grad L_{t+1}(theta_{t+1})
+    h_{t+1}     = clip(h_t - beta * a_t)                              (per-kind hyper-learning rate beta_k)
+
+``grad L_{t+1}`` is the gradient of the *next* minibatch's loss, which the next
+inner step computes anyway; so HD costs one gradient per step plus ``d_t``.
+``d_t`` comes from ``torch.func.jvp`` of the optimizer's pure ``update`` with
+respect to its hyperparameters (one one-hot tangent per kind, batched with
+``vmap``), so one code path serves every kind of every
+:class:`~fds_tune.optim.Optimizer`.  For SGD it is ``-v_{t+1}`` for the
+learning rate, ``-eta_t v_t`` for momentum and ``-eta_t theta_t`` for weight decay.
+
+The hypergradient uses the raw minibatch gradient (it is the derivative of the
+next-step loss); the inner step uses the clamped one when ``grad_clamp`` is set.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import grad_and_value, jvp, vmap
+
+from .functional import FunctionalModel, LossFn, TrainState
+from .optim import Optimizer, get_optimizer
+
+__all__ = ["HDState", "HDResult", "hd_init", "step_direction", "hypergradient", "hd_update", "hd_train"]
+
+Hypers = dict[str, torch.Tensor]
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class HDState(NamedTuple):
+    """HD's state between inner steps.
+
+    ``hypers``: kind -> 0-d float64 tensor, the values ``h_{t-1}`` the last inner
+    step used (the initial values before the first step).
+    ``direction``: ``d theta_t / d h_{t-1}`` (K x P, rows in ``opt.hyper_names``
+    order), or None before the first inner step.  The next inner step computes
+    ``grad L_t(theta_t)``, adapts ``h_t = clip(h_{t-1} - beta * direction . grad)``
+    and then steps with ``h_t``.
+    """
+
+    hypers: Hypers
+    direction: torch.Tensor | None
+
+
+def hd_init(init: Mapping[str, float]) -> HDState:
+    """Start HD from the values ``init`` (kind -> float)."""
+    return HDState({k: torch.tensor(float(v), dtype=torch.float64) for k, v in init.items()}, None)
+
+
+def step_direction(
+    opt: Optimizer, theta: torch.Tensor, opt_state: tuple, grad: torch.Tensor, hypers: Mapping[str, torch.Tensor], step: int
+) -> tuple[tuple[torch.Tensor, tuple], torch.Tensor]:
+    """One inner step and its derivative with respect to the hyperparameters.
+
+    Returns ``((theta', state'), d)`` with ``d[i] = d theta' / d hypers[kinds[i]]``
+    (K x P, rows in ``opt.hyper_names`` order), by ``vmap`` of ``jvp`` of
+    ``opt.update`` over one-hot hyperparameter tangents.
+    """
+    names = opt.hyper_names
+    hvec = torch.stack([torch.as_tensor(hypers[k]) for k in names]).to(dtype=theta.dtype, device=theta.device)
+
+    def update(hv):
+        return opt.update(theta, opt_state, grad, dict(zip(names, hv.unbind(0))), step)
+
+    def one_kind(e):
+        return jvp(update, (hvec,), (e,))
+
+    eye = torch.eye(len(names), dtype=theta.dtype, device=theta.device)
+    new, (d_theta, _) = vmap(one_kind, out_dims=(None, 0))(eye)
+    return new, d_theta
+
+
+def hypergradient(direction: torch.Tensor, next_grad: torch.Tensor, kinds: Iterable[str]) -> Hypers:
+    """``dL_{t+1}/dh_t = d_t . grad L_{t+1}``, per kind (0-d float64 tensors)."""
+    return dict(zip(kinds, (direction @ next_grad).detach().to(torch.float64).cpu().unbind(0)))
+
+
+def hd_update(
+    hypers: Mapping[str, torch.Tensor],
+    hypergrads: Mapping[str, torch.Tensor],
+    hyper_lr: Mapping[str, float],
+    bounds: Mapping[str, tuple[float, float]],
+) -> Hypers:
+    """``h_k <- clip(h_k - beta_k a_k, bounds_k)`` for every kind (kinds without bounds are not clipped)."""
+    out = {}
+    for k, h in hypers.items():
+        new = h - float(hyper_lr[k]) * hypergrads[k]
+        out[k] = new.clamp(*bounds[k]) if k in bounds else new
+    return out
+
+
+@dataclass
+class HDResult:
+    """End of an HD run (or of one piece of it).
+
+    ``values[t]``/``hypergrads[t]``: the hyperparameters step ``t`` used, and the
+    hypergradient computed at step ``t`` (``dL_t/dh_{t-1}``, which set
+    ``values[t]``; NaN at a run's very first step); rows in ``kinds`` order.
+    """
+
+    state: TrainState
+    hd: HDState
+    kinds: tuple[str, ...]
+    values: torch.Tensor
+    hypergrads: torch.Tensor
+    train_losses: list[float]
+    diverged: bool = False
+
+
+def hd_train(
+    model: nn.Module,
+    hd: HDState,
+    train_batches: Iterable[Batch],
+    *,
+    hyper_lr: Mapping[str, float],
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    grad_clamp: float | None = None,
+    optimizer: str | Optimizer = "sgd",
+    horizon: int | None = None,
+    start: TrainState | None = None,
+) -> HDResult:
+    """Train ``model`` for ``horizon`` steps, adapting every hyperparameter by HD at every step.
+
+    Continues from ``start`` and ``hd`` (pass the previous result's ``state`` and
+    ``hd`` to run in pieces: the result is the same as one run).  Stops early
+    (``diverged=True``) when a loss, the weights or a hyperparameter become
+    non-finite.  The module itself is not modified.
+    """
+    opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
+    kinds = opt.hyper_names
+    if set(hd.hypers) != set(kinds):
+        raise ValueError(f"hd.hypers: got kinds {sorted(hd.hypers)}; optimizer {opt.name!r} needs exactly {list(kinds)}")
+    if set(hyper_lr) != set(kinds):
+        raise ValueError(f"hyper_lr: got kinds {sorted(hyper_lr)}; must give one hyper-learning rate for each of {list(kinds)}")
+    if horizon is None:
+        if not hasattr(train_batches, "__len__"):
+            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable of batches")
+        horizon = len(train_batches)
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon: got {horizon!r}; must be a positive int (number of inner steps)")
+    if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
+        raise ValueError(f"grad_clamp: got {grad_clamp!r}; must be a positive number or None")
+    fm = FunctionalModel(model, loss_fn)
+    if start is None:
+        theta, buffers = fm.initial_state()
+        start = TrainState(fm.unflatten(theta), buffers, opt.init(theta), 0)
+    bounds = dict(bounds or {})
+    theta, buffers, opt_state, step0 = fm.flatten(start.params), start.buffers, start.opt_state, start.step
+    hypers, direction = dict(hd.hypers), hd.direction
+    grad_loss = grad_and_value(fm.loss, has_aux=True)
+    values, hgrads, losses, diverged, taken = [], [], [], False, 0
+    with fm.batch_statistics():
+        for t, (x, y) in enumerate(_take(train_batches, horizon)):
+            g, (loss, stats) = grad_loss(theta, buffers, x, y)
+            if direction is None:  # a run's first step: nothing to adapt yet
+                hgrads.append(torch.full((len(kinds),), math.nan, dtype=torch.float64))
+            else:
+                a = hypergradient(direction, g, kinds)
+                hypers = hd_update(hypers, a, hyper_lr, bounds)
+                hgrads.append(torch.stack([a[k] for k in kinds]))
+            values.append(torch.stack([hypers[k] for k in kinds]))
+            losses.append(float(loss))
+            if not (math.isfinite(losses[-1]) and bool(torch.isfinite(values[-1]).all())):
+                diverged = True
+                break
+            if grad_clamp is not None:
+                g = g.clamp(-grad_clamp, grad_clamp)
+            (theta, opt_state), direction = step_direction(opt, theta, opt_state, g, hypers, step0 + t)
+            buffers = fm.update_buffers(buffers, stats)
+            taken += 1
+            if not bool(torch.isfinite(theta).all()):
+                diverged = True
+                break
+    return HDResult(
+        state=TrainState(fm.unflatten(theta), buffers, opt_state, step0 + taken),
+        hd=HDState(hypers, direction),
+        kinds=kinds,
+        values=torch.stack(values) if values else torch.empty(0, len(kinds), dtype=torch.float64),
+        hypergrads=torch.stack(hgrads) if hgrads else torch.empty(0, len(kinds), dtype=torch.float64),
+        train_losses=losses,
+        diverged=diverged,
+    )
+
+
+def _take(batches: Iterable[Batch], horizon: int) -> Iterator[Batch]:
+    it = iter(batches)
+    for t in range(horizon):
+        try:
+            yield next(it)
+        except StopIteration:
+            raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {t} batches") from None
