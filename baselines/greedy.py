@@ -64,7 +64,7 @@ from fds_tune.optim import sgd
 from fds_tune.problem import ProblemConfig
 from fds_tune.schedule import Schedule, value_index
 
-from .trainable import load_problem
+from .trainable import RunTrainable, load_problem
 
 __all__ = [
     "HDConfig", "GreedyConfig", "HDRun", "GreedyRun", "HDTrainable", "GreedyTrainable", "GREEDY_METHODS",
@@ -448,33 +448,13 @@ class GreedyRun(_OnlineRun):
 # ---------------------------------------------------------------------------------------
 # Ray Tune shells
 # ---------------------------------------------------------------------------------------
-class _OnlineTrainable(tune.Trainable):
-    _RUN: ClassVar[type[_OnlineRun]]
-
-    def setup(self, config: dict) -> None:
-        self._run = self._RUN(config)
-
-    def step(self) -> dict:
-        return self._run.step()
-
-    def save_checkpoint(self, checkpoint_dir: str) -> None:
-        self._run.save(checkpoint_dir)
-
-    def load_checkpoint(self, checkpoint: str) -> None:
-        self._run.load(checkpoint)
-
-    def reset_config(self, new_config: dict) -> bool:
-        self._run = self._RUN(new_config)  # the cached problem is reused unless its keys changed
-        return True
-
-
-class HDTrainable(_OnlineTrainable):
+class HDTrainable(RunTrainable):
     """Ray Tune shell around :class:`HDRun` (config: :class:`HDConfig` keys); one epoch per ``step()``."""
 
     _RUN = HDRun
 
 
-class GreedyTrainable(_OnlineTrainable):
+class GreedyTrainable(RunTrainable):
     """Ray Tune shell around :class:`GreedyRun` (config: :class:`GreedyConfig` keys); one window per ``step()``."""
 
     _RUN = GreedyRun

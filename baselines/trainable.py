@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -207,15 +207,17 @@ class ScheduleRun:
         self.epoch, self.compute_s, self.diverged = state["epoch"], state["compute_s"], state["diverged"]
 
 
-class ScheduleTrainable(tune.Trainable):
-    """Ray Tune shell around :class:`ScheduleRun`: one epoch per ``step()``.
+class RunTrainable(tune.Trainable):
+    """Thin Ray Tune shell around a plain-Python run class ``_RUN`` (one ``step()`` per result).
 
-    Config: the :class:`~fds_tune.problem.ProblemConfig` keys, ``max_epochs``,
-    ``grad_clamp``, ``method`` and the schedule keys ``<kind>_<i>``.
+    ``_RUN(config)`` validates its config and holds all state; it has ``step()``,
+    ``save(directory)`` and ``load(directory)``.  Subclasses only name ``_RUN``.
     """
 
+    _RUN: ClassVar[type]
+
     def setup(self, config: dict) -> None:
-        self._run = ScheduleRun(config)
+        self._run = self._RUN(config)
 
     def step(self) -> dict:
         return self._run.step()
@@ -227,5 +229,15 @@ class ScheduleTrainable(tune.Trainable):
         self._run.load(checkpoint)
 
     def reset_config(self, new_config: dict) -> bool:
-        self._run = ScheduleRun(new_config)  # the cached problem is reused unless its keys changed
+        self._run = self._RUN(new_config)  # the cached problem is reused unless its keys changed
         return True
+
+
+class ScheduleTrainable(RunTrainable):
+    """Ray Tune shell around :class:`ScheduleRun`: one epoch per ``step()``.
+
+    Config: the :class:`~fds_tune.problem.ProblemConfig` keys, ``max_epochs``,
+    ``grad_clamp``, ``method`` and the schedule keys ``<kind>_<i>``.
+    """
+
+    _RUN = ScheduleRun
