@@ -17,7 +17,6 @@ paused and resumed trial continues bit for bit.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import os
 import time
@@ -35,7 +34,7 @@ from fds_tune.engine import train
 from fds_tune.functional import FunctionalModel, TrainState
 from fds_tune.metrics import EPOCHS, SECONDS, diverged_metrics
 from fds_tune.optim import sgd
-from fds_tune.problem import Problem, ProblemConfig
+from fds_tune.problem import ProblemConfig, cached_problem
 from fds_tune.schedule import Schedule
 
 from .space import KINDS, is_schedule_key, schedule_from_config, schedule_keys, sizes_from_keys
@@ -106,16 +105,7 @@ def base_config(problem: ProblemConfig, *, max_epochs: int, grad_clamp: float | 
     return {**dataclasses.asdict(problem), "max_epochs": max_epochs, "grad_clamp": grad_clamp, "method": method}
 
 
-@functools.lru_cache(maxsize=1)
-def load_problem(config: ProblemConfig) -> Problem:
-    """The loaded problem, cached per process: a reused actor loads its dataset once.
-
-    Also pays here, once per process, the ~2 s that the first ``torch.func`` call
-    costs (lazy imports), so that it is not charged to the first trial's ``compute_s``.
-    """
-    problem = Problem(config)
-    torch.func.grad(lambda x: (x * x).sum())(torch.ones(1))
-    return problem
+load_problem = cached_problem  # one cache per process, shared with FDSTrainable
 
 
 class ScheduleRun:

@@ -6,6 +6,7 @@ initialisation and the same batches for the same seed.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import torch.nn as nn
 from .data import DATASETS, Dataset, epoch_batches, eval_batches, load_dataset, num_batches, train_val_split
 from .models import MODELS, build_model
 
-__all__ = ["ProblemConfig", "Problem", "resolve_device"]
+__all__ = ["ProblemConfig", "Problem", "resolve_device", "cached_problem"]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -107,3 +108,15 @@ class Problem:
 
     def _seed(self, draw: int, stream: int) -> int:
         return (self.config.seed * 1_000_003 + draw * 7919 + stream) % (2**63 - 1)
+
+
+@functools.lru_cache(maxsize=1)
+def cached_problem(config: ProblemConfig) -> Problem:
+    """The loaded problem, cached per process: a reused Ray actor loads its dataset once.
+
+    Also pays here, once per process, the ~2 s that the first ``torch.func`` call
+    costs (lazy imports), so that it is not charged to the first trial's ``compute_s``.
+    """
+    problem = Problem(config)
+    torch.func.grad(lambda x: (x * x).sum())(torch.ones(1))
+    return problem

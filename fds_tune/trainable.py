@@ -15,19 +15,11 @@ from ray import tune
 from .checkpoint import load_json, save_json
 from .config import fds_config
 from .learner import FDSLearner
-from .problem import Problem
+from .problem import cached_problem
 
 __all__ = ["FDSTrainable"]
 
 FORMAT_VERSION = 1
-_PROBLEMS: dict = {}  # loaded problems, cached per worker process (data loads once per actor)
-
-
-def cached_problem(problem_config) -> Problem:
-    if problem_config not in _PROBLEMS:
-        _PROBLEMS.clear()  # keep at most one dataset in memory per process
-        _PROBLEMS[problem_config] = Problem(problem_config)
-    return _PROBLEMS[problem_config]
 
 
 class FDSTrainable(tune.Trainable):
