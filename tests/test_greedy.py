@@ -65,7 +65,7 @@ def test_hd_with_zero_hyper_learning_rates_is_plain_training():
 
 
 def test_hd_from_zero_learns_and_reports_epoch_means():
-    run = HDRun({"epochs": 2})
+    run = HDRun({"epochs": 2, "hyper_lr": {"lr": 1e-2, "momentum": 0.1}})
     first, second = run.step(), run.step()
     for r in (first, second):
         assert set(COMMON_COLUMNS) <= set(r) and r["method"] == "hd" and not r["diverged"]
@@ -171,7 +171,7 @@ def test_both_run_through_ray_tune_and_search_their_knobs(ray_session, tmp_path)
 
     assert GREEDY_METHODS == {"hd": HDTrainable, "greedy": GreedyTrainable}
     spaces = {
-        "hd": {"epochs": 3, "hyper_lr": {"lr": tune.grid_search([3e-3, 3e-2])}},
+        "hd": {"epochs": 3, "hyper_lr": {"lr": tune.grid_search([1e-2, 3e-2]), "momentum": 0.1}},
         "greedy": {"epochs": 3, "step_size": {"lr": tune.grid_search([0.05, 0.2])}},
     }
 
