@@ -57,7 +57,7 @@ from fds_tune import outer
 from fds_tune.checkpoint import load_json, load_tensors, save_json, save_tensors
 from fds_tune.config import KINDS, PRESETS, FDSConfig, fds_config
 from fds_tune.engine import hypergradients
-from fds_tune.functional import FunctionalModel, TrainState
+from fds_tune.functional import FunctionalModel, TrainState, val_test_metrics
 from fds_tune.hd import HDState, hd_init, hd_train
 from fds_tune.metrics import EPOCHS, SECONDS, diverged_metrics
 from fds_tune.optim import sgd
@@ -295,12 +295,7 @@ class _OnlineRun:
 
     def _evaluate(self) -> dict[str, Any] | None:
         """Eval-mode validation and test metrics; None when the loss is not finite."""
-        theta = self._fm.flatten(self.state.params)
-        val_loss, val_acc = self._fm.evaluate(theta, self.state.buffers, self._val)
-        if not math.isfinite(val_loss):
-            return None
-        _, test_acc = self._fm.evaluate(theta, self.state.buffers, self._test)
-        return {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc, "diverged": False}
+        return val_test_metrics(self._fm, self.state.params, self.state.buffers, self._val, self._test)
 
     # ---- the method -------------------------------------------------------------------
     def _steps_now(self) -> int:

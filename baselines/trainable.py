@@ -31,7 +31,7 @@ from ray import tune
 
 from fds_tune.checkpoint import load_json, load_tensors, save_json, save_tensors
 from fds_tune.engine import train
-from fds_tune.functional import FunctionalModel, TrainState
+from fds_tune.functional import FunctionalModel, TrainState, val_test_metrics
 from fds_tune.metrics import EPOCHS, SECONDS, diverged_metrics
 from fds_tune.optim import sgd
 from fds_tune.problem import ProblemConfig, cached_problem
@@ -168,12 +168,7 @@ class ScheduleRun:
 
     def _evaluate(self) -> dict[str, Any] | None:
         """Eval-mode validation and test metrics; None when the loss is not finite."""
-        theta = self._fm.flatten(self.state.params)
-        val_loss, val_acc = self._fm.evaluate(theta, self.state.buffers, self._val)
-        if not math.isfinite(val_loss):
-            return None
-        _, test_acc = self._fm.evaluate(theta, self.state.buffers, self._test)
-        return {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc, "diverged": False}
+        return val_test_metrics(self._fm, self.state.params, self.state.buffers, self._val, self._test)
 
     # ---- checkpoints -------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> None:

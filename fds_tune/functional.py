@@ -15,13 +15,14 @@ PyTorch's running-statistics rule to the explicit buffers.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 from torch.func import functional_call
 
-__all__ = ["FunctionalModel", "TrainState"]
+__all__ = ["FunctionalModel", "TrainState", "val_test_metrics"]
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Stats = dict[str, tuple[torch.Tensor, torch.Tensor]]
@@ -151,3 +152,13 @@ class FunctionalModel:
         if count == 0:
             raise ValueError("evaluate: got no batches")
         return total_loss / count, correct / count
+
+
+def val_test_metrics(fm: FunctionalModel, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], val_batches, test_batches):
+    """Eval-mode validation and test metrics of a trained state; None when the loss is not finite."""
+    theta = fm.flatten(params)
+    val_loss, val_acc = fm.evaluate(theta, buffers, val_batches)
+    if not math.isfinite(val_loss):
+        return None
+    _, test_acc = fm.evaluate(theta, buffers, test_batches)
+    return {"val_acc": val_acc, "val_loss": val_loss, "test_acc": test_acc, "diverged": False}
