@@ -30,7 +30,8 @@ One row per reported result.  Columns, in this order:
 (other scalars)       every other scalar the trainable reported
                       (``outer_step``, ``converged``, ... for FDS)
 (dict columns)        ``schedule``; for FDS ``schedule_used``, ``hypergrads``,
-                      ``step_sizes``; for greedy methods ``trajectory``:
+                      ``step_sizes`` and, on its last result, ``retrain_schedule`` (the
+                      schedule retrained); for greedy methods ``trajectory``:
                       kind -> list, as reported
 ``lr_0`` ...          the ``schedule`` expanded: ``<kind>_<i>`` is value ``i``
                       of kind ``kind`` (for FDS: the schedule *after* that
@@ -78,7 +79,7 @@ RUN_EPOCHS = "run_epochs"
 ID_COLUMNS = ("method", "experiment", "run", "trial", "seed", "iteration", "timestamp")
 COMPUTE_COLUMNS = ("compute_s", "epochs_total", RUN_SECONDS, RUN_EPOCHS)
 METRIC_COLUMNS = ("val_acc", "val_loss", "test_acc", "diverged", "retrain_test_acc", "done", "time_total_s")
-DICT_COLUMNS = ("schedule", "schedule_used", "hypergrads", "step_sizes", "trajectory")  # kind -> list, kept as reported
+DICT_COLUMNS = ("schedule", "schedule_used", "retrain_schedule", "hypergrads", "step_sizes", "trajectory")  # kind -> list, kept as reported
 
 _CORE = {*ID_COLUMNS, *COMPUTE_COLUMNS, *METRIC_COLUMNS}
 _RESULT_FILE, _PROGRESS_FILE = "result.json", "progress.csv"

@@ -46,6 +46,7 @@ class FDSConfig:
     # --- horizons and budgets ---
     epochs: tuple = (1, 5, 5, 5, 5, 5)  # epochs of each outer step's inner run (first short, as in the paper)
     retrain_epochs: int = 5  # final training from scratch on the full training set
+    retrain_fallbacks: int = 2  # if retraining diverges or stalls: retrain this many evaluated schedules instead, best first
     grad_clamp: float | None = 3.0  # the paper clamps minibatch gradients to [-3, 3]
     group_size: int | None = None  # active columns batched per vmap (None: from a memory budget)
 
@@ -74,6 +75,8 @@ class FDSConfig:
             raise ValueError(f"epochs: got {self.epochs!r}; must be a non-empty list of ints >= 1 (epochs per outer step)")
         if not _int(self.retrain_epochs) or self.retrain_epochs < 0:
             raise ValueError(f"retrain_epochs: got {self.retrain_epochs!r}; must be an int >= 0 (0: no retraining)")
+        if not _int(self.retrain_fallbacks) or self.retrain_fallbacks < 0:
+            raise ValueError(f"retrain_fallbacks: got {self.retrain_fallbacks!r}; must be an int >= 0 (0: retrain the learned schedule only)")
         if self.grad_clamp is not None and (not _number(self.grad_clamp) or not self.grad_clamp > 0):
             raise ValueError(f"grad_clamp: got {self.grad_clamp!r}; must be a number > 0 or None")
         if self.group_size is not None and (not _int(self.group_size) or self.group_size < 1):

@@ -44,6 +44,7 @@ __all__ = ["hypergradients", "train", "HyperGradients", "TrainResult", "default_
 Batch = tuple[torch.Tensor, torch.Tensor]
 METHODS = ("forward", "reverse")
 DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of extra activation memory for batched columns
+STALL_RATIO = 0.95  # a run stalled when its final train loss stays above 95% of its first
 
 
 @dataclass
@@ -61,6 +62,20 @@ class TrainResult:
     @property
     def buffers(self) -> dict[str, torch.Tensor]:
         return self.state.buffers
+
+    @property
+    def stalled(self) -> bool:
+        """The run did not learn: the mean train loss over its last tenth of steps is at
+        least ``STALL_RATIO`` times the first step's loss (the loss at the starting weights).
+
+        A network that collapsed (dead units, constant predictions) ends near its starting
+        loss without any NaN, so ``diverged`` stays False; this is how such a run shows.
+        """
+        n = len(self.train_losses)
+        if n < 2:
+            return False
+        tail = self.train_losses[-max(1, n // 10):]
+        return sum(tail) / len(tail) >= STALL_RATIO * self.train_losses[0]
 
 
 @dataclass

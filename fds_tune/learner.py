@@ -133,27 +133,55 @@ class FDSLearner:
     # ---- final retraining -----------------------------------------------------------
     def retrain(self) -> dict[str, Any]:
         """Train from scratch on the full training set with the learned schedule, stretched
-        to ``retrain_epochs``, and evaluate on the test set."""
+        to ``retrain_epochs``, and evaluate on the test set.
+
+        The learned schedule comes from the last outer update, which no inner run has
+        tried.  If its retraining diverges (NaN/inf) or stalls (the train loss never
+        drops, see :attr:`~fds_tune.engine.TrainResult.stalled`), up to
+        ``retrain_fallbacks`` schedules that inner runs did try are retrained instead,
+        highest validation accuracy first.  The decision uses training losses only,
+        never the test set; every attempt counts towards the compute reported.
+        """
         cfg, problem = self.config, self.problem
         t0 = time.perf_counter()
         epochs = cfg.retrain_epochs
-        horizon = epochs * problem.steps_per_epoch(problem.n_train)
-        model = problem.model()
-        run = train(
-            model, self.schedule, problem.train_batches(None, epochs, RETRAIN_DRAW), horizon=horizon, grad_clamp=cfg.grad_clamp
-        )
-        if run.diverged:
+        steps_per_epoch = problem.steps_per_epoch(problem.n_train)
+        candidates = self.retrain_candidates()
+        for attempt, schedule in enumerate(candidates, start=1):
+            model = problem.model()
+            run = train(
+                model, schedule, problem.train_batches(None, epochs, RETRAIN_DRAW), horizon=epochs * steps_per_epoch,
+                grad_clamp=cfg.grad_clamp,
+            )
+            self.epochs_total += len(run.train_losses) / steps_per_epoch
+            failed = run.diverged or run.stalled
+            if not failed:
+                break
+        if failed:
             test_acc = diverged_metrics(problem.data.num_classes)["test_acc"]
         else:
             fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
             _, test_acc = fm.evaluate(fm.flatten(run.params), run.buffers, problem.test_batches())
-        elapsed = time.perf_counter() - t0
-        self.compute_s += elapsed
-        self.epochs_total += len(run.train_losses) / problem.steps_per_epoch(problem.n_train)
+        self.compute_s += time.perf_counter() - t0
         return {
             "retrain_test_acc": test_acc,
-            "retrain_diverged": run.diverged,
+            "retrain_diverged": failed,
+            "retrain_schedule": schedule.as_lists(),
+            "retrain_attempts": attempt,
             "retrain_epochs": epochs,
             "epochs_total": self.epochs_total,
             "compute_s": self.compute_s,
         }
+
+    def retrain_candidates(self) -> list[Schedule]:
+        """The learned schedule, then up to ``retrain_fallbacks`` distinct schedules that
+        inner runs tried without diverging, highest validation accuracy first."""
+        tried = sorted((h for h in self.history if not h["diverged"]), key=lambda h: -h["val_acc"])
+        out, seen = [self.schedule], [self.schedule.as_lists()]
+        for h in tried:
+            if len(out) > self.config.retrain_fallbacks:
+                break
+            if h["schedule_used"] not in seen:
+                seen.append(h["schedule_used"])
+                out.append(Schedule(h["schedule_used"]))
+        return out

@@ -46,6 +46,7 @@ def test_paper_preset_matches_the_paper():
         ({"epochs": []}, "epochs: got"),
         ({"epochs": [1, 0]}, "epochs: got"),
         ({"retrain_epochs": -1}, "retrain_epochs: got -1"),
+        ({"retrain_fallbacks": -1}, "retrain_fallbacks: got -1"),
         ({"grad_clamp": 0}, "grad_clamp: got 0"),
         ({"group_size": 0}, "group_size: got 0"),
     ],

@@ -260,3 +260,15 @@ def test_window_of_a_longer_run():
     assert hg["lr"][0] == 0  # lr value 0 covers steps 0-2 only, before the window
     with pytest.raises(ValueError, match="schedule_horizon"):
         train(model, SGD_VALUES, train_b[3:], start=first.state, schedule_horizon=4)
+
+
+def test_stalled_marks_a_run_whose_loss_never_drops():
+    """A run that does not learn (here lr = 0, like a collapsed network) is ``stalled``; a run
+    that learns is not.  Neither is ``diverged``: a stalled run has finite losses."""
+    model = tiny_mlp()
+    separable = [(x, (x[:, 0] > 0).long()) for x, _ in batches(40, (12,), batch=16, seed=13)]
+    zero = train(model, {"lr": [0.0], "momentum": [0.0], "weight_decay": [0.0]}, separable)
+    learned = train(model, {"lr": [0.5], "momentum": [0.9], "weight_decay": [0.0]}, separable)
+    assert zero.stalled and not zero.diverged
+    assert not learned.stalled and not learned.diverged
+    assert sum(learned.train_losses[-4:]) / 4 < 0.5 * learned.train_losses[0]  # it really learned

@@ -59,5 +59,35 @@ def test_learning_from_zero_on_digits():
     while not learner.done:
         learner.step()
     out = learner.retrain()
-    assert out["retrain_test_acc"] > 0.95
+    assert out["retrain_test_acc"] > 0.95 and not out["retrain_diverged"]
+    assert out["retrain_attempts"] == 1 and out["retrain_schedule"] == learner.schedule.as_lists()
     assert learner.schedule["lr"].min() > 0.05 and learner.schedule["momentum"][0] > 0.3
+
+
+def _finished(problem, **overrides):
+    learner = FDSLearner(fds_config({**TINY, **overrides}), problem)
+    while not learner.done:
+        learner.step()
+    return learner
+
+
+def test_retraining_a_stalled_schedule_falls_back_to_the_best_evaluated_one(problem):
+    """The last update is untried: when its retraining does not learn (here lr = 0, as a
+    collapsed network would), the schedule with the best validation accuracy is retrained."""
+    learner = _finished(problem)
+    best = max(learner.history, key=lambda h: h["val_acc"])
+    learner.state = learner.state._replace(values={**learner.state.values, "lr": torch.zeros(5, dtype=torch.float64)})
+    epochs_before = learner.epochs_total
+    out = learner.retrain()
+    assert out["retrain_attempts"] == 2 and not out["retrain_diverged"]
+    assert out["retrain_schedule"] == best["schedule_used"] != learner.schedule.as_lists()
+    assert out["retrain_test_acc"] > 0.8
+    assert out["epochs_total"] == pytest.approx(epochs_before + 2 * TINY["retrain_epochs"])  # both attempts count
+
+
+def test_retraining_without_fallbacks_reports_the_failure(problem):
+    learner = _finished(problem, retrain_fallbacks=0)
+    learner.state = learner.state._replace(values={**learner.state.values, "lr": torch.full((5,), 1e12, dtype=torch.float64)})
+    out = learner.retrain()
+    assert out["retrain_attempts"] == 1 and out["retrain_diverged"]
+    assert out["retrain_test_acc"] == pytest.approx(0.1)
