@@ -10,6 +10,7 @@ subprocess.
 
     python experiments/bench_engine.py                 # everything
     python experiments/bench_engine.py --only lenet    # one network
+    python experiments/bench_engine.py --profile wrn-16-1   # where forward mode's time goes (top ops)
 """
 from __future__ import annotations
 
@@ -108,6 +109,22 @@ def _memory_child(net, horizon, method, group_size, device_type):
     print(json.dumps(out))
 
 
+def profile(net, horizon, device, top=15):
+    """Where the time of (b) goes: torch.profiler's top operators by self CPU time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    batches = make_batches(net, horizon, 128, device)
+    run = fds_steps(net, device, "forward")
+    run(batches[:2], batches[:1])  # warm-up
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch_profile(activities=activities) as prof:
+        run(batches, batches[:1])
+    table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
+    print(f"\n## where (b)'s time goes: {net}, batch 128, horizon {horizon} ({device.type}, {torch.get_num_threads()} threads)")
+    print(table)
+
+
 def bench(net, horizon, rounds, device, memory_horizons):
     batches = make_batches(net, horizon, 128, device)
     val = batches[:1]
@@ -134,12 +151,15 @@ def main(argv=None):
     p.add_argument("--lenet-rounds", type=int, default=2, help="rounds of a 50-step horizon (LeNet)")
     p.add_argument("--wrn-rounds", type=int, default=2, help="rounds of a 5-step horizon (WRN-16-1)")
     p.add_argument("--memory-horizons", type=int, nargs="*", default=[100, 1000], help="LeNet horizons for peak memory")
+    p.add_argument("--profile", choices=sorted(NETS), help="profile forward mode on one network instead")
     p.add_argument("--memory", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory:
         net, h, method, g, dev = args.memory
         return _memory_child(net, int(h), method, int(g), dev)
     device = torch.device(args.device)
+    if args.profile:
+        return profile(args.profile, 3 if args.profile == "wrn-16-1" else 20, device)
     if args.only in (None, "lenet"):
         bench("lenet", 50, args.lenet_rounds, device, args.memory_horizons)
     if args.only in (None, "wrn-16-1"):

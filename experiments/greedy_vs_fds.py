@@ -32,6 +32,7 @@ def run_fds(preset: str) -> dict:
     return {
         "test_acc": final["retrain_test_acc"], "diverged": final["retrain_diverged"],
         "epochs_total": final["epochs_total"], "compute_s": final["compute_s"], "schedule": learner.schedule.as_lists(),
+        "retrained": final["retrain_schedule"], "retrain_attempts": final["retrain_attempts"],
     }
 
 
