@@ -5,7 +5,7 @@ Prints, in one run and with ratios:
   (b) fds-tune forward mode (vmapped jvp of the gradient), 5 lr + 1 momentum + 1 weight-decay values,
   (c) the same tangent recurrence done the reference way (one double-backward per active column),
 for LeNet on Fashion-MNIST (batch 128) and WRN-16-1 on CIFAR-10-shaped input (batch 128), and the
-peak memory (RSS; CUDA too on a GPU) of forward mode at horizons 100 and 1000, each measured in a fresh
+peak memory (RSS; CUDA too on a GPU) of (a), (b) and (c) at horizons 100 and 1000 (LeNet) and 5 (WRN-16-1), each measured in a fresh
 subprocess.
 
     python experiments/bench_engine.py                 # everything
@@ -102,8 +102,11 @@ def _memory_child(net, horizon, method, group_size, device_type):
     gen = torch.Generator().manual_seed(1)
     shape = NETS[net][1]
     stream = ((torch.randn(128, *shape, generator=gen).to(device), torch.randint(0, 10, (128,), generator=gen).to(device)) for _ in range(horizon))
-    hypergradients(model, SCHEDULE, stream, val, horizon=horizon, method=method, group_size=group_size or None)
-    out = {"rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if method == "plain":
+        plain_steps(net, device)(stream, val)
+    else:
+        hypergradients(model, SCHEDULE, stream, val, horizon=horizon, method=method, group_size=group_size or None)
+    out = {"rss_mb": _peak_rss_mb()}
     if device.type == "cuda":
         out["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))
@@ -125,6 +128,19 @@ def profile(net, horizon, device, top=15):
     print(table)
 
 
+def _peak_rss_mb() -> float:
+    """Peak RSS of this process.  Linux's VmHWM starts afresh at exec; ``ru_maxrss`` does not
+    (it keeps the forking parent's peak, which would hide the child's own)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
+
+
 def bench(net, horizon, rounds, device, memory_horizons):
     batches = make_batches(net, horizon, 128, device)
     val = batches[:1]
@@ -139,9 +155,12 @@ def bench(net, horizon, rounds, device, memory_horizons):
     print(f"(c) reference (double-bwd)   {1e3 * c:8.1f} ms/step")
     print(f"(b)/(c) = {b / c:.3f}   (b)/(a) = {b / a:.2f}   target (b)/(a) <= 1 + 1.2 x {avg_active:.1f} = {1 + 1.2 * avg_active:.1f}")
     for h in memory_horizons:
-        mf = peak_memory(net, h, "forward", device)
-        mr = peak_memory(net, h, "reverse", device)
-        print(f"peak memory, horizon {h:5d}: forward {mf}   reference {mr}   forward/reference RSS = {mf['rss_mb'] / mr['rss_mb']:.2f}")
+        mp, mf, mr = (peak_memory(net, h, m, device) for m in ("plain", "forward", "reverse"))
+        print(f"peak memory, horizon {h:5d}: (a) {_mb(mp)}  (b) {_mb(mf)}  (c) {_mb(mr)}  (b)/(c) RSS = {mf['rss_mb'] / mr['rss_mb']:.2f}")
+
+
+def _mb(m: dict) -> str:
+    return " ".join(f"{k} {v:.0f} MB" for k, v in m.items())
 
 
 def main(argv=None):

@@ -91,7 +91,8 @@ COMPARE_PRESETS: dict[str, CompareSpec] = {
 
 
 class Progress(tune.Callback):
-    """Prints one line per finished trial: method, trials done, best so far, elapsed and remaining time.
+    """Prints one line per finished trial: method, trials done, best so far, elapsed and remaining time
+    (and, for a method that runs one long trial, one line per reported result).
 
     Replaces Ray's log wall.  It prints to whatever ``sys.stdout`` is at the time (it is
     pickled with the experiment state, so it holds no file object).
@@ -108,6 +109,14 @@ class Progress(tune.Callback):
         self.epochs[trial.trial_id] = float(result.get(EPOCHS, 0.0))
         if not result.get("diverged", False) and math.isfinite(result.get(METRIC, -math.inf)):
             self.best = max(self.best, result[METRIC])
+        if self.expected == 1:  # one long trial (FDS, HD, greedy): a line per result, not only at its end
+            value = result.get(METRIC, math.nan)
+            print(
+                f"[{self.label}] step {result.get('training_iteration', '?')} | {METRIC} {value:.4f}"
+                f"{' (diverged)' if result.get('diverged', False) else ''} | {self.epochs[trial.trial_id]:.0f} epochs | "
+                f"{time.time() - self.started:.0f}s elapsed",
+                flush=True,
+            )
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._finished(trial.trial_id)

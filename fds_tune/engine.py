@@ -221,7 +221,9 @@ def default_group_size(model: nn.Module, example_x: torch.Tensor, n_columns: int
     return int(max(1, min(n_columns, memory_budget // max(per_column, 1))))
 
 
-_TANGENT_FACTOR = 4
+# Measured (experiments/bench_engine.py, CPU): each extra batched WRN-16-1 column at batch 128
+# raises peak RSS by ~740 MB, 5.5x the 134 MB of activations of one forward pass.
+_TANGENT_FACTOR = 6
 
 
 # ---------------------------------------------------------------------------------------

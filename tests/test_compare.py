@@ -1,5 +1,6 @@
 """`fds-tune compare` end to end through real Ray Tune, on tiny budgets."""
 import re
+import sys
 
 import pandas as pd
 import pytest
@@ -25,8 +26,19 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def digits_run(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "digits"
-    assert main(["compare", "--preset", "digits", "--out", str(out), *TINY]) == 0
+    with (out.parent / "stdout.txt").open("w") as log, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sys, "stdout", log)
+        assert main(["compare", "--preset", "digits", "--out", str(out), *TINY]) == 0
     return out
+
+
+def test_progress_says_where_each_method_is(digits_run):
+    printed = (digits_run.parent / "stdout.txt").read_text()
+    for method in METHODS:
+        assert f"== {method}, seed 0" in printed
+    assert re.search(r"\[random seed 0\] trials 2/2 \| best val_acc 0\.\d{4} \| \d+ epochs \| \d+s elapsed, ~\d+s left", printed)
+    assert re.search(r"\[fds seed 0\] step 1 \| val_acc 0\.\d{4} \| 1 epochs", printed)
+    assert re.search(r"\[fds seed 0\] step 2 \| val_acc 0\.\d{4} \| \d+ epochs", printed)
 
 
 def test_every_method_runs_and_the_table_comes_from_the_csv(digits_run, capsys):
