@@ -145,6 +145,8 @@ class FDSLearner:
         cfg, problem = self.config, self.problem
         t0 = time.perf_counter()
         epochs = cfg.retrain_epochs
+        if epochs == 0:  # retraining switched off: the last inner run's test accuracy stands
+            return {}
         steps_per_epoch = problem.steps_per_epoch(problem.n_train)
         candidates = self.retrain_candidates()
         for attempt, schedule in enumerate(candidates, start=1):

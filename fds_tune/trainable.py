@@ -4,7 +4,7 @@
 
 Each ``step()`` is one outer step.  The step that finishes the run (converged
 or outer-step budget spent) also retrains the learned schedule from scratch and
-reports ``retrain_test_acc``.  Checkpoints are JSON only.
+reports ``retrain_test_acc`` (unless ``retrain_epochs`` is 0).  Checkpoints are JSON only.
 """
 from __future__ import annotations
 

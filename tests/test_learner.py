@@ -91,3 +91,9 @@ def test_retraining_without_fallbacks_reports_the_failure(problem):
     out = learner.retrain()
     assert out["retrain_attempts"] == 1 and out["retrain_diverged"]
     assert out["retrain_test_acc"] == pytest.approx(0.1)
+
+
+def test_no_retraining_when_switched_off(problem):
+    learner = _finished(problem, retrain_epochs=0)
+    epochs = learner.epochs_total
+    assert learner.retrain() == {} and learner.epochs_total == epochs
