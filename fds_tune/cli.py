@@ -1,6 +1,6 @@
 """The ``fds-tune`` command line: a thin shell over :mod:`fds_tune.compare`.
 
-    fds-tune compare --preset digits [--seeds K] [--budget EPOCHS] [--methods fds bohb ...] [--out DIR] [--resume]
+    fds-tune compare --preset digits [--seeds K] [--budget EPOCHS] [--methods fds bohb ...] [--range lr=0,0.3] [--out DIR] [--resume]
     fds-tune report DIR          # rebuild CSV, table and plots from DIR/ray without running anything
 """
 from __future__ import annotations
@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
         help="override a key of the FDS preset for every method (VALUE is JSON, e.g. epochs=[1,2] or data_root=\"/data\")",
     )
+    c.add_argument(
+        "--range", action="append", default=[], type=_kind_range, metavar="KIND=LOW,HIGH", dest="ranges",
+        help="black-box search range of one kind, e.g. lr=0,0.3 (default: the preset's; the paper's lr=0,1 momentum=0,0.99 weight_decay=0,0.003)",
+    )
     c.add_argument("--out", default=None, help="output directory (default: results/PRESET)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
     c.add_argument("--address", default=None, help="an existing Ray cluster to run on (e.g. 'auto' or HOST:PORT); default: a local Ray")
@@ -47,6 +51,17 @@ def _key_value(text: str) -> tuple[str, object]:
     except json.JSONDecodeError:
         value = raw  # a bare string, e.g. data_root=/data
     return key, value
+
+
+def _kind_range(text: str) -> tuple[str, tuple[float, float]]:
+    kind, sep, raw = text.partition("=")
+    try:
+        low, high = (float(x) for x in raw.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}; must be KIND=LOW,HIGH, e.g. lr=0,0.3") from None
+    if not sep or not kind:
+        raise argparse.ArgumentTypeError(f"got {text!r}; must be KIND=LOW,HIGH, e.g. lr=0,0.3")
+    return kind, (low, high)
 
 
 def _positive_int(text: str) -> int:
@@ -86,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_epochs=args.max_epochs,
                 num_samples=args.samples,
                 overrides=dict(args.set),
+                ranges=dict(args.ranges),
                 resume=args.resume,
                 address=args.address,
                 num_cpus=args.cpus,

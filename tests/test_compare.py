@@ -10,7 +10,7 @@ from fds_tune.cli import main
 from fds_tune.compare import METHODS
 from fixtures import write_cifar10
 
-TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--samples", "2", "--budget", "4"]
+TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--samples", "2", "--budget", "4", "--range", "lr=0,0.5"]
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
@@ -68,6 +68,14 @@ def test_black_box_stays_within_its_budget(digits_run):
         assert per_trial.sum() <= 4 + 2  # --budget, plus at most one epoch per concurrent trial (2 CPUs)
 
 
+def test_black_box_searches_the_ranges_given(digits_run):
+    csv = pd.read_csv(digits_run / "results.csv")
+    black_box = csv[csv["method"].isin(["random", "hyperband", "bohb", "tpe", "optuna", "asha"])]
+    lr = black_box[[f"lr_{i}" for i in range(5)]]
+    assert lr.notna().all().all() and (lr >= 0).all().all() and (lr <= 0.5).all().all()  # --range lr=0,0.5
+    assert black_box["momentum_0"].max() <= 0.99  # the default range stands for the other kinds
+
+
 def test_resume_keeps_finished_experiments(digits_run, capsys):
     before = pd.read_csv(digits_run / "results.csv")
     assert main(["compare", "--preset", "digits", "--out", str(digits_run), "--resume", *TINY]) == 0
@@ -90,6 +98,7 @@ def test_existing_results_are_not_overwritten(digits_run, capsys):
         (["--preset", "digits", "--seeds", "0"], "got 0; must be an int >= 1"),
         (["--preset", "digits", "--budget", "-3"], "must be a finite number > 0"),
         (["--preset", "digits", "--set", "epochs"], "must be KEY=VALUE"),
+        (["--preset", "digits", "--range", "lr=0.3"], "must be KIND=LOW,HIGH"),
     ],
 )
 def test_bad_arguments_exit_with_a_clear_message(argv, match, capsys):
@@ -101,7 +110,12 @@ def test_bad_arguments_exit_with_a_clear_message(argv, match, capsys):
 
 @pytest.mark.parametrize(
     "sets, match",
-    [(["--set", "lr_steps=3"], "'lr_steps'.*allowed keys"), (["--set", "batch_size=0"], "batch_size: got 0")],
+    [
+        (["--set", "lr_steps=3"], "'lr_steps'.*allowed keys"),
+        (["--set", "batch_size=0"], "batch_size: got 0"),
+        (["--range", "lr=0.5,0.1"], r"ranges\['lr'\]: got \(0.5, 0.1\); must satisfy 0 <= low < high"),
+        (["--range", "beta1=0,1"], "ranges: got kinds .*'beta1'"),
+    ],
 )
 def test_bad_overrides_fail_before_any_training(sets, match, capsys, tmp_path):
     assert main(["compare", "--preset", "digits", "--out", str(tmp_path / "x"), *sets]) == 2
