@@ -62,7 +62,7 @@ from fds_tune.hd import HDState, hd_init, hd_train
 from fds_tune.metrics import EPOCHS, SECONDS, diverged_metrics
 from fds_tune.optim import sgd
 from fds_tune.problem import ProblemConfig
-from fds_tune.schedule import Schedule, value_index
+from fds_tune.schedule import Schedule
 
 from .trainable import RunTrainable, load_problem
 
@@ -422,8 +422,7 @@ class GreedyRun(_OnlineRun):
             self.outer = outer.outer_update(cfg.outer_rule, self.outer, outer.normalise(raw, n), cfg.bounds)
         taken = hg.run.state.step  # window-local: the steps this window took
         self.state = TrainState(hg.params, hg.buffers, hg.run.state.opt_state, first + taken)
-        idx = {k: [value_index(schedule[k].numel(), t, n) for t in range(taken)] for k in KINDS}
-        used = torch.stack([schedule[k][idx[k]] for k in KINDS], 1)
+        used = schedule.table(KINDS, range(taken), n)
         extra = {
             "schedule_used": schedule.as_lists(),
             "hypergrads": {k: v.tolist() for k, v in raw.items()},

@@ -239,16 +239,7 @@ def _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, sched
             + (f" (missing {sorted(missing)})" if missing else "")
             + (f" (unknown {sorted(extra)})" if extra else "")
         )
-    if horizon is None:
-        if not hasattr(train_batches, "__len__"):
-            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable of batches")
-        horizon = len(train_batches)
-    if not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"horizon: got {horizon!r}; must be a positive int (number of inner steps)")
-    if hasattr(train_batches, "__len__") and len(train_batches) < horizon:
-        raise ValueError(f"horizon: got {horizon}, but train_batches holds only {len(train_batches)} batches")
-    if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
-        raise ValueError(f"grad_clamp: got {grad_clamp!r}; must be a positive number or None")
+    horizon = _run_length(train_batches, horizon, grad_clamp)
     if start is None:
         theta, buffers = fm.initial_state()
         start = TrainState(fm.unflatten(theta), buffers, opt.init(theta), 0)
@@ -260,6 +251,22 @@ def _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, sched
     ref = next(iter(start.params.values()))
     schedule = schedule.to(dtype=ref.dtype, device=ref.device)
     return schedule, horizon, start, span
+
+
+def _run_length(train_batches, horizon: int | None, grad_clamp: float | None) -> int:
+    """The number of inner steps (``len(train_batches)`` unless given), checked with ``grad_clamp``."""
+    if horizon is None:
+        if not hasattr(train_batches, "__len__"):
+            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable of batches")
+        horizon = len(train_batches)
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon: got {horizon!r}; must be a positive int (number of inner steps)")
+    if hasattr(train_batches, "__len__") and len(train_batches) < horizon:
+        n = len(train_batches)  # the same words as when an iterable runs out during the run
+        raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {n} batches (it holds only {n})")
+    if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
+        raise ValueError(f"grad_clamp: got {grad_clamp!r}; must be a positive number or None")
+    return horizon
 
 
 def _take(batches: Iterable[Batch], horizon: int) -> Iterator[tuple[int, Batch]]:
@@ -277,9 +284,7 @@ def _finite(x: torch.Tensor) -> bool:
 
 def _hyper_vectors(schedule: Schedule, opt: Optimizer, span: int, first: int, horizon: int) -> list[torch.Tensor]:
     """For steps ``first .. first + horizon - 1`` of ``span``, the hyperparameter vectors (``opt.hyper_names`` order)."""
-    steps = range(first, first + horizon)
-    table = torch.stack([schedule[k][[value_index(schedule[k].numel(), t, span) for t in steps]] for k in opt.hyper_names], 1)
-    return list(table.unbind(0))
+    return list(schedule.table(opt.hyper_names, range(first, first + horizon), span).unbind(0))
 
 
 def _make_step(fm: FunctionalModel, opt: Optimizer, grad_clamp: float | None):

@@ -22,7 +22,7 @@ next-step loss); the inner step uses the clamped one when ``grad_clamp`` is set.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
+from .engine import _run_length, _take
 from .functional import FunctionalModel, LossFn, TrainState
 from .optim import Optimizer, get_optimizer
 
@@ -146,14 +147,7 @@ def hd_train(
         raise ValueError(f"hd.hypers: got kinds {sorted(hd.hypers)}; optimizer {opt.name!r} needs exactly {list(kinds)}")
     if set(hyper_lr) != set(kinds):
         raise ValueError(f"hyper_lr: got kinds {sorted(hyper_lr)}; must give one hyper-learning rate for each of {list(kinds)}")
-    if horizon is None:
-        if not hasattr(train_batches, "__len__"):
-            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable of batches")
-        horizon = len(train_batches)
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"horizon: got {horizon!r}; must be a positive int (number of inner steps)")
-    if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
-        raise ValueError(f"grad_clamp: got {grad_clamp!r}; must be a positive number or None")
+    horizon = _run_length(train_batches, horizon, grad_clamp)
     fm = FunctionalModel(model, loss_fn)
     if start is None:
         theta, buffers = fm.initial_state()
@@ -164,7 +158,7 @@ def hd_train(
     grad_loss = grad_and_value(fm.loss, has_aux=True)
     values, hgrads, losses, diverged, taken = [], [], [], False, 0
     with fm.batch_statistics():
-        for t, (x, y) in enumerate(_take(train_batches, horizon)):
+        for t, (x, y) in _take(train_batches, horizon):
             g, (loss, stats) = grad_loss(theta, buffers, x, y)
             if direction is None:  # a run's first step: nothing to adapt yet
                 hgrads.append(torch.full((len(kinds),), math.nan, dtype=torch.float64))
@@ -195,11 +189,3 @@ def hd_train(
         diverged=diverged,
     )
 
-
-def _take(batches: Iterable[Batch], horizon: int) -> Iterator[Batch]:
-    it = iter(batches)
-    for t in range(horizon):
-        try:
-            yield next(it)
-        except StopIteration:
-            raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {t} batches") from None

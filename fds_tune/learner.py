@@ -18,7 +18,7 @@ import torch
 from . import outer
 from .config import FDSConfig
 from .engine import hypergradients, train
-from .functional import FunctionalModel
+from .functional import FunctionalModel, val_test_metrics
 from .metrics import diverged_metrics, finite_or
 from .problem import Problem
 from .schedule import Schedule
@@ -94,16 +94,14 @@ class FDSLearner:
             group_size=cfg.group_size,
         )
         fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
-        theta = fm.flatten(hg.params)
         raw = {k: v.detach().cpu().to(torch.float64) for k, v in hg.items()}
-        diverged = hg.diverged or not outer.finite(raw)
-        if diverged:
+        metrics = None
+        if not hg.diverged and outer.finite(raw):
+            metrics = val_test_metrics(fm, hg.params, hg.buffers, problem.eval_batches(val_idx), problem.test_batches())
+        if metrics is None:  # NaN/inf in training, the hypergradients or the validation loss
             metrics = diverged_metrics(problem.data.num_classes)
             self.state = outer.step_back(self.state)
         else:
-            val_loss, val_acc = fm.evaluate(theta, hg.buffers, problem.eval_batches(val_idx))
-            _, test_acc = fm.evaluate(theta, hg.buffers, problem.test_batches())
-            metrics = {"val_loss": val_loss, "val_acc": val_acc, "test_acc": test_acc, "diverged": False}
             self.state = outer.outer_update(cfg.outer_rule, self.state, outer.normalise(raw, horizon), cfg.bounds)
             self.converged = cfg.outer_rule == "sign" and outer.converged(self.state)
         steps_run = len(hg.run.train_losses)

@@ -86,5 +86,9 @@ class Schedule(Mapping[str, torch.Tensor]):
         """The hyperparameter values used at ``step`` of a ``horizon``-step run."""
         return {k: t[value_index(t.numel(), step, horizon)] for k, t in self._values.items()}
 
+    def table(self, kinds: Sequence[str], steps: Sequence[int], horizon: int) -> torch.Tensor:
+        """The values used at each of ``steps`` of a ``horizon``-step run: ``len(steps) x len(kinds)``."""
+        return torch.stack([self[k][[value_index(self[k].numel(), t, horizon) for t in steps]] for k in kinds], 1)
+
     def as_lists(self) -> dict[str, list[float]]:
         return {k: t.tolist() for k, t in self._values.items()}
