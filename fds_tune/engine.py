@@ -43,7 +43,7 @@ __all__ = ["hypergradients", "train", "HyperGradients", "TrainResult", "default_
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 METHODS = ("forward", "reverse")
-DEFAULT_MEMORY_BUDGET = 2 * 1024**3  # bytes of extra activation memory for batched columns
+DEFAULT_MEMORY_BUDGET = 1024**3  # bytes of extra activation memory for batched columns
 STALL_RATIO = 0.95  # a run stalled when its final train loss stays above 95% of its first
 
 
@@ -218,12 +218,15 @@ def default_group_size(model: nn.Module, example_x: torch.Tensor, n_columns: int
     ``_TANGENT_FACTOR`` times the activations of one forward pass.
     """
     per_column = _TANGENT_FACTOR * _activation_bytes(model, example_x)
-    return int(max(1, min(n_columns, memory_budget // max(per_column, 1))))
+    return int(max(1, min(n_columns, memory_budget // max(per_column, 1.0))))
 
 
-# Measured (experiments/bench_engine.py, CPU): each extra batched WRN-16-1 column at batch 128
-# raises peak RSS by ~740 MB, 5.5x the 134 MB of activations of one forward pass.
-_TANGENT_FACTOR = 6
+# Measured (experiments/bench_engine.py --group-sizes 1 2 3, CPU): each extra batched WRN-16-1
+# column at batch 128 raises peak RSS by ~470 MB, 3.5x the 134 MB of activations of one forward
+# pass (it was 5.5x before BatchNorm's tangents were written by hand, fds_tune.batchnorm).
+# With the 1 GiB default budget WRN-16-1 batches 2 columns (1.5x the reference way's peak memory)
+# and LeNet all 7.
+_TANGENT_FACTOR = 3.5
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,7 +367,7 @@ class _Forward:
         hvecs = _hyper_vectors(self.schedule, self.opt, self.span, start.step, self.horizon)
         losses, diverged = [], False
         tangent_step = self._tangent_step_forward if self.method == "forward" else self._tangent_step_reverse
-        with fm.batch_statistics():
+        with fm.batch_statistics(forward_mode=self.method == "forward"):
             for t, (x, y) in _take(train_batches, self.horizon):
                 if self.group_size is None:
                     self.group_size = default_group_size(fm.model, x, self.n_columns, self.memory_budget)
@@ -409,11 +412,16 @@ class _Forward:
         batched = vmap(one_column, in_dims=(0, 0, 0), out_dims=(None, 0, None))
         primal = aux = None
         outs_t, outs_s = [], []
-        for sl in self._groups(zt.shape[0]):
-            p, (t_theta, t_state), a = batched(zt[sl], tuple(z[sl] for z in zs), zh[sl])
-            primal, aux = (p, a) if primal is None else (primal, aux)
-            outs_t.append(t_theta)
-            outs_s.append(t_state)
+        try:
+            for sl in self._groups(zt.shape[0]):
+                p, (t_theta, t_state), a = batched(zt[sl], tuple(z[sl] for z in zs), zh[sl])
+                if primal is None:  # every group recomputes the same primal step; keep the first
+                    primal, aux = p, a
+                    self.fm.record_stats = False
+                outs_t.append(t_theta)
+                outs_s.append(t_state)
+        finally:
+            self.fm.record_stats = True
         zt = outs_t[0] if len(outs_t) == 1 else torch.cat(outs_t)
         zs = tuple(s[0] if len(outs_s) == 1 else torch.cat(s) for s in zip(*outs_s))
         return primal, (zt, zs), aux

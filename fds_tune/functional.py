@@ -11,6 +11,11 @@ runs, BatchNorm layers use batch statistics without tracking, and a forward
 pre-hook records each layer's batch mean and unbiased variance (detached) as an
 auxiliary output.  :meth:`FunctionalModel.update_buffers` then applies exactly
 PyTorch's running-statistics rule to the explicit buffers.
+
+Forward mode (``batch_statistics(forward_mode=True)``) also swaps BatchNorm's
+computation for :func:`~fds_tune.batchnorm.batch_norm_train`: the same values and
+gradients, with an exact forward-mode derivative of its backward pass that costs a
+fraction of PyTorch's generic one.
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ from collections.abc import Callable, Iterable, Iterator
 import torch
 import torch.nn as nn
 from torch.func import functional_call
+
+from .batchnorm import batch_norm_train
 
 __all__ = ["FunctionalModel", "TrainState", "val_test_metrics"]
 
@@ -46,6 +53,17 @@ class TrainState(tuple):
     step = property(lambda s: s[3])
 
 
+_PLAIN_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def _batch_norm_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Train-mode forward of a BatchNorm layer (batch statistics) through :func:`batch_norm_train`."""
+    self._check_input_dim(x)
+    if x.numel() // x.shape[1] <= 1:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input size {tuple(x.shape)}")
+    return batch_norm_train(x, self.weight, self.bias, self.eps)
+
+
 class FunctionalModel:
     """Pure-function view of ``model``: ``loss(flat_params, buffers, x, y)``."""
 
@@ -63,6 +81,7 @@ class FunctionalModel:
             n: m for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
         }
         self._stats: Stats = {}
+        self.record_stats = True  # False: loss() skips the statistics (a recomputation of a step already recorded)
 
     # ---- parameters ----------------------------------------------------------------
     def flatten(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -89,17 +108,26 @@ class FunctionalModel:
         return self.loss_fn(out, y), stats
 
     @contextlib.contextmanager
-    def batch_statistics(self) -> Iterator[None]:
-        """Train mode, BatchNorm on batch statistics without in-place tracking, stats recorded."""
+    def batch_statistics(self, forward_mode: bool = False) -> Iterator[None]:
+        """Train mode, BatchNorm on batch statistics without in-place tracking, stats recorded.
+
+        With ``forward_mode``, BatchNorm layers compute with :func:`batch_norm_train`
+        (fast ``jvp(grad)``; no double backward).
+        """
         was_training = {m: m.training for m in self.model.modules()}
         hooks = []
         for name, bn in self.batchnorms.items():
             bn.track_running_stats = False
             hooks.append(bn.register_forward_pre_hook(self._recorder(name)))
+        swapped = [m for m in self.model.modules() if isinstance(m, _PLAIN_BATCHNORMS)] if forward_mode else []
+        for bn in swapped:
+            bn.forward = _batch_norm_forward.__get__(bn)
         self.model.train()
         try:
             yield
         finally:
+            for bn in swapped:
+                del bn.forward
             for h in hooks:
                 h.remove()
             for bn in self.batchnorms.values():
@@ -109,9 +137,11 @@ class FunctionalModel:
 
     def _recorder(self, name: str):
         def record(module, inputs):
+            if not self.record_stats:
+                return
             x = inputs[0].detach()
-            dims = [0] + list(range(2, x.dim()))
-            self._stats[name] = (x.mean(dims), x.var(dims, unbiased=True))
+            var, mean = torch.var_mean(x, [0] + list(range(2, x.dim())), correction=1)
+            self._stats[name] = (mean, var)
 
         return record
 
