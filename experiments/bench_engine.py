@@ -11,6 +11,7 @@ subprocess.
     python experiments/bench_engine.py                 # everything
     python experiments/bench_engine.py --only lenet    # one network
     python experiments/bench_engine.py --profile wrn-16-1   # where forward mode's time goes (top ops)
+    python experiments/bench_engine.py --only wrn-16-1 --group-sizes 2 3   # (b) also at fixed group sizes
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from fds_tune import Schedule, hypergradients
+from fds_tune.engine import default_group_size
 from fds_tune.data import epoch_batches, load_dataset
 from fds_tune.models import build_model
 
@@ -145,10 +147,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
 
 
-def bench(net, horizon, rounds, device, memory_horizons):
+def bench(net, horizon, rounds, device, memory_horizons, group_sizes=()):
     batches = make_batches(net, horizon, 128, device)
     val = batches[:1]
     runners = {"a": plain_steps(net, device), "b": fds_steps(net, device, "forward"), "c": fds_steps(net, device, "reverse")}
+    runners.update({g: fds_steps(net, device, "forward", g) for g in group_sizes})
     t = interleaved(runners, batches, val, rounds, device)
     a, b, c = t["a"], t["b"], t["c"]
     avg_active = sum(sum(v.numel() * i // horizon + 1 for v in SCHEDULE.values()) for i in range(horizon)) / horizon
@@ -158,9 +161,15 @@ def bench(net, horizon, rounds, device, memory_horizons):
     print(f"(b) fds-tune forward mode    {1e3 * b:8.1f} ms/step")
     print(f"(c) reference (double-bwd)   {1e3 * c:8.1f} ms/step")
     print(f"(b)/(c) = {b / c:.3f}   (b)/(a) = {b / a:.2f}   target (b)/(a) <= 1 + 1.2 x {avg_active:.1f} = {1 + 1.2 * avg_active:.1f}")
+    model = build_model(net, NETS[net][1], 10)
+    print(f"    default group size: {default_group_size(model, batches[0][0].cpu(), sum(v.numel() for v in SCHEDULE.values()))} columns")
     for h in memory_horizons:
         mp, mf, mr = (peak_memory(net, h, m, device) for m in ("plain", "forward", "reverse"))
         print(f"peak memory, horizon {h:5d}: (a) {_mb(mp)}  (b) {_mb(mf)}  (c) {_mb(mr)}  (b)/(c) RSS = {mf['rss_mb'] / mr['rss_mb']:.2f}")
+    for g in group_sizes:
+        mg = peak_memory(net, memory_horizons[-1], "forward", device, g)
+        print(f"(b) with group size {g}: {1e3 * t[g]:8.1f} ms/step  (b)/(c) = {t[g] / c:.3f}   "
+              f"peak memory, horizon {memory_horizons[-1]}: {_mb(mg)}  (b)/(c) RSS = {mg['rss_mb'] / mr['rss_mb']:.2f}")
 
 
 def _mb(m: dict) -> str:
@@ -175,6 +184,7 @@ def main(argv=None):
     p.add_argument("--wrn-rounds", type=int, default=2, help="rounds of a 5-step horizon (WRN-16-1)")
     p.add_argument("--memory-horizons", type=int, nargs="*", default=[100, 1000], help="LeNet horizons for peak memory")
     p.add_argument("--profile", choices=sorted(NETS), help="profile forward mode on one network instead")
+    p.add_argument("--group-sizes", type=int, nargs="*", default=[], help="also time (b) at these fixed group sizes")
     p.add_argument("--memory", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory:
@@ -184,9 +194,9 @@ def main(argv=None):
     if args.profile:
         return profile(args.profile, 3 if args.profile == "wrn-16-1" else 20, device)
     if args.only in (None, "lenet"):
-        bench("lenet", 50, args.lenet_rounds, device, args.memory_horizons)
+        bench("lenet", 50, args.lenet_rounds, device, args.memory_horizons, args.group_sizes)
     if args.only in (None, "wrn-16-1"):
-        bench("wrn-16-1", 5, args.wrn_rounds, device, (5,))
+        bench("wrn-16-1", 5, args.wrn_rounds, device, (5,), args.group_sizes)
 
 
 if __name__ == "__main__":
