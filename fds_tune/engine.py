@@ -222,7 +222,7 @@ def default_group_size(model: nn.Module, example_x: torch.Tensor, n_columns: int
 
 
 # Measured (experiments/bench_engine.py --group-sizes 1 2 3, CPU): each extra batched WRN-16-1
-# column at batch 128 raises peak RSS by ~470 MB, 3.5x the 134 MB of activations of one forward
+# column at batch 128 raises peak RSS by ~470 MB, 3.4x the 140 MB of activations of one forward
 # pass (it was 5.5x before BatchNorm's tangents were written by hand, fds_tune.batchnorm).
 # With the 1 GiB default budget WRN-16-1 batches 2 columns (1.5x the reference way's peak memory)
 # and LeNet all 7.

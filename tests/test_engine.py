@@ -138,6 +138,9 @@ def test_group_sizes_agree():
         part = hypergradients(model, SGD_VALUES, train_b, val_b, group_size=g)
         for k in SGD_VALUES:
             torch.testing.assert_close(part[k], full[k], rtol=1e-12, atol=1e-14)
+        # BatchNorm statistics are recorded once per step whatever the grouping
+        for name, b in full.buffers.items():
+            torch.testing.assert_close(part.buffers[name], b, rtol=0, atol=0)
 
 
 def test_adamw_hypergradients_match_reverse_mode():
