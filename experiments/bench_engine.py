@@ -167,9 +167,11 @@ def bench(net, horizon, rounds, device, memory_horizons, group_sizes=()):
         mp, mf, mr = (peak_memory(net, h, m, device) for m in ("plain", "forward", "reverse"))
         print(f"peak memory, horizon {h:5d}: (a) {_mb(mp)}  (b) {_mb(mf)}  (c) {_mb(mr)}  (b)/(c) RSS = {mf['rss_mb'] / mr['rss_mb']:.2f}")
     for g in group_sizes:
-        mg = peak_memory(net, memory_horizons[-1], "forward", device, g)
-        print(f"(b) with group size {g}: {1e3 * t[g]:8.1f} ms/step  (b)/(c) = {t[g] / c:.3f}   "
-              f"peak memory, horizon {memory_horizons[-1]}: {_mb(mg)}  (b)/(c) RSS = {mg['rss_mb'] / mr['rss_mb']:.2f}")
+        line = f"(b) with group size {g}: {1e3 * t[g]:8.1f} ms/step  (b)/(c) = {t[g] / c:.3f}"
+        if memory_horizons:  # peak memory at the last horizon measured above
+            mg = peak_memory(net, memory_horizons[-1], "forward", device, g)
+            line += f"   peak memory, horizon {memory_horizons[-1]}: {_mb(mg)}  (b)/(c) RSS = {mg['rss_mb'] / mr['rss_mb']:.2f}"
+        print(line)
 
 
 def _mb(m: dict) -> str:

@@ -119,9 +119,9 @@ class FunctionalModel:
         for name, bn in self.batchnorms.items():
             bn.track_running_stats = False
             hooks.append(bn.register_forward_pre_hook(self._recorder(name)))
-        # (a layer whose forward the user replaced on the instance keeps it)
-        swapped = [m for m in self.model.modules() if isinstance(m, _PLAIN_BATCHNORMS) and "forward" not in vars(m)]
-        swapped = swapped if forward_mode else []
+        swapped = [  # a layer whose forward the user replaced on the instance keeps it
+            m for m in self.model.modules() if forward_mode and isinstance(m, _PLAIN_BATCHNORMS) and "forward" not in vars(m)
+        ]
         for bn in swapped:
             bn.forward = _batch_norm_forward.__get__(bn)
         self.model.train()
