@@ -22,9 +22,9 @@ _EXPORTS = {
     "SpaceConfig": "space",
     "param_space": "space",
     "schedule_from_config": "space",
-    "ScheduleRun": "trainable",
-    "ScheduleTrainable": "trainable",
-    "TrainableConfig": "trainable",
+    "ScheduleRun": "schedule_run",
+    "ScheduleTrainable": "schedule_run",
+    "TrainableConfig": "schedule_run",
 }
 
 __all__ = sorted(_EXPORTS)

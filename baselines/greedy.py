@@ -20,13 +20,13 @@ training for every outer step as FDS does:
 Both train what FDS and the black-box baselines train: the same
 :class:`~fds_tune.problem.Problem` (fixed split ``problem.split(0)``, seeded
 network, batch size; epoch ``e`` draws its batch order with ``draw=e``, as
-:class:`~baselines.trainable.ScheduleRun` does) and, by default, FDS's initial
+:class:`~baselines.schedule_run.ScheduleRun` does) and, by default, FDS's initial
 values (0), bounds and gradient clamp, taken from an FDS preset.
 
 One ``step()`` is one epoch for HD and one window for greedy (one epoch by
 default), so that ``training_iteration`` lines up with
-:class:`~baselines.trainable.ScheduleTrainable`; every result carries the common
-columns (:mod:`fds_tune.metrics`), ``schedule`` (the values in use now:
+:class:`~baselines.schedule_run.ScheduleTrainable`; every result carries the common
+columns (:mod:`fds_tune.results`), ``schedule`` (the values in use now:
 kind -> list), ``trajectory`` (kind -> the mean value used in each epoch so
 far, for plotting beside FDS's schedules) and ``done``.  A NaN/inf ends the
 trial with ``diverged_metrics`` and ``done=True``.
@@ -57,14 +57,14 @@ from fds_tune import outer
 from fds_tune.checkpoint import load_json, load_tensors, save_json, save_tensors
 from fds_tune.config import KINDS, PRESETS, FDSConfig, fds_config
 from fds_tune.engine import hypergradients
-from fds_tune.functional import FunctionalModel, TrainState, val_test_metrics
+from fds_tune.functional_model import FunctionalModel, TrainState, val_test_metrics
 from fds_tune.hd import HDState, hd_init, hd_train
-from fds_tune.metrics import EPOCHS, SECONDS, diverged_metrics
+from fds_tune.results import EPOCHS, SECONDS, diverged_metrics
 from fds_tune.optim import sgd
 from fds_tune.problem import ProblemConfig
 from fds_tune.schedule import Schedule
 
-from .trainable import RunTrainable, load_problem
+from .schedule_run import RunTrainable, load_problem
 
 __all__ = [
     "HDConfig", "GreedyConfig", "HDRun", "GreedyRun", "HDTrainable", "GreedyTrainable", "GREEDY_METHODS",

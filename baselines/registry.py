@@ -28,12 +28,12 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import Searcher
 
-from fds_tune.metrics import EPOCHS, METRIC, MODE
+from fds_tune.results import EPOCHS, METRIC, MODE
 from fds_tune.problem import ProblemConfig
 
 from . import asha, bohb, hyperband, optuna_tpe, random_search, tpe
 from .space import SpaceConfig, check_no_quantized, param_space
-from .trainable import ScheduleTrainable, base_config
+from .schedule_run import ScheduleTrainable, base_config
 
 __all__ = ["Baseline", "TuneSetup", "EpochBudget", "BASELINES", "get_baseline", "run_baseline", "check_pairing"]
 

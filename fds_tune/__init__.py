@@ -14,7 +14,7 @@ Ray Tune front door::
 """
 from .config import PRESETS, FDSConfig, fds_config
 from .engine import HyperGradients, TrainResult, hypergradients, train
-from .functional import TrainState
+from .functional_model import TrainState
 from .learner import FDSLearner
 from .optim import Optimizer, adamw, sgd
 from .problem import Problem, ProblemConfig

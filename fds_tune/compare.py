@@ -9,7 +9,7 @@ schedule search space, then writes
 * ``regret.png``, ``schedules.png``, ``hypergradients.png``, ``greedy.png``: the plots.
 
 Compute is counted on the same axes for every method (``epochs_total`` and
-``compute_s``, see :mod:`fds_tune.metrics`).  FDS's own budget is its preset's
+``compute_s``, see :mod:`fds_tune.results`).  FDS's own budget is its preset's
 (outer steps x epochs, plus retraining); each black-box method gets
 ``budget_epochs`` training epochs in total, ``max_epochs`` per trial; HD and
 greedy forward mode train one run of ``max_epochs`` epochs.
@@ -35,7 +35,7 @@ from typing import Any
 from ray import tune
 
 from .config import PRESETS, fds_config
-from .metrics import EPOCHS, METRIC, MODE
+from .results import EPOCHS, METRIC, MODE
 
 __all__ = ["METHODS", "COMPARE_PRESETS", "CompareSpec", "compare", "Progress"]
 

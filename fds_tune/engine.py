@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
-from .functional import FunctionalModel, LossFn, TrainState
+from .functional_model import FunctionalModel, LossFn, TrainState
 from .optim import Optimizer, get_optimizer
 from .schedule import Schedule, value_index
 

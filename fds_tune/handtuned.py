@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from .engine import train
-from .functional import FunctionalModel
+from .functional_model import FunctionalModel
 from .problem import Problem
 from .schedule import Schedule
 

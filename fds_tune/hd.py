@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
 from .engine import _run_length, _take
-from .functional import FunctionalModel, LossFn, TrainState
+from .functional_model import FunctionalModel, LossFn, TrainState
 from .optim import Optimizer, get_optimizer
 
 __all__ = ["HDState", "HDResult", "hd_init", "step_direction", "hypergradient", "hd_update", "hd_train"]

@@ -18,8 +18,8 @@ import torch
 from . import outer
 from .config import FDSConfig
 from .engine import hypergradients, train
-from .functional import FunctionalModel, val_test_metrics
-from .metrics import diverged_metrics, finite_or
+from .functional_model import FunctionalModel, val_test_metrics
+from .results import diverged_metrics, finite_or
 from .problem import Problem
 from .schedule import Schedule
 

@@ -8,7 +8,7 @@ import pytest
 import analysis
 from fds_tune.cli import main
 from fds_tune.compare import METHODS
-from fixtures import write_cifar10
+from support.datasets import write_cifar10
 
 TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--samples", "2", "--budget", "4", "--range", "lr=0,0.5"]
 

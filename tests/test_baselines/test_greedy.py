@@ -11,7 +11,7 @@ from fds_tune.checkpoint import CheckpointError
 from fds_tune.config import fds_config
 from fds_tune.engine import train
 from fds_tune.learner import FDSLearner
-from fds_tune.metrics import COMMON_COLUMNS, DIVERGED_LOSS
+from fds_tune.results import COMMON_COLUMNS, DIVERGED_LOSS
 
 KINDS = ("lr", "momentum", "weight_decay")
 INIT = {"lr": 0.1, "momentum": 0.5, "weight_decay": 1e-3}  # non-zero: every kind gets a hypergradient

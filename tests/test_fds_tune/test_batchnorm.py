@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.func import grad, jvp, vmap
 
 from fds_tune.batchnorm import batch_norm_train
-from fds_tune.functional import FunctionalModel
+from fds_tune.functional_model import FunctionalModel
 
 DT = torch.float64
 

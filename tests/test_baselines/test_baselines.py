@@ -15,9 +15,9 @@ from baselines.bohb import SeededTuneBOHB
 from baselines.hyperband import rung_milestones
 from baselines.registry import TuneSetup
 from baselines.space import check_no_quantized, param_space, schedule_from_config, schedule_keys, sizes_from_keys
-from baselines.trainable import base_config
+from baselines.schedule_run import base_config
 from fds_tune.checkpoint import CheckpointError
-from fds_tune.metrics import COMMON_COLUMNS, EPOCHS, METRIC, MODE, SECONDS
+from fds_tune.results import COMMON_COLUMNS, EPOCHS, METRIC, MODE, SECONDS
 from fds_tune.problem import ProblemConfig
 
 PROBLEM = ProblemConfig(device="cpu")

@@ -19,7 +19,7 @@ from baselines import ScheduleTrainable
 from fds_tune import FDSTrainable
 from fds_tune.checkpoint import CheckpointError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = {"preset": "digits", "epochs": [1, 2, 2], "retrain_epochs": 1}
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -134,7 +134,7 @@ def test_driver_killed_mid_experiment_then_resumed(tmp_path):
 
 @pytest.mark.slow
 def test_two_node_cluster_survives_losing_a_node(tmp_path):
-    script = ROOT / "tests" / "scripts" / "cluster_node_loss.py"
+    script = ROOT / "tests" / "support" / "cluster_node_loss.py"
     proc = subprocess.run([sys.executable, str(script), str(tmp_path)], env=_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -30,7 +30,7 @@ from baselines.greedy import HDTrainable
 from fds_tune import FDSTrainable
 from fds_tune.problem import ProblemConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOK = REPO / "analysis" / "notebooks" / "comparison.ipynb"
 FDS_CONFIG = {"preset": "digits", "epochs": [1, 1], "retrain_epochs": 1}
 SIZES = {"lr": 5, "momentum": 1, "weight_decay": 1}  # the digits preset's shared values

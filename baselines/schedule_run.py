@@ -31,8 +31,8 @@ from ray import tune
 
 from fds_tune.checkpoint import load_json, load_tensors, save_json, save_tensors
 from fds_tune.engine import train
-from fds_tune.functional import FunctionalModel, TrainState, val_test_metrics
-from fds_tune.metrics import EPOCHS, SECONDS, diverged_metrics
+from fds_tune.functional_model import FunctionalModel, TrainState, val_test_metrics
+from fds_tune.results import EPOCHS, SECONDS, diverged_metrics
 from fds_tune.optim import sgd
 from fds_tune.problem import ProblemConfig, cached_problem
 from fds_tune.schedule import Schedule

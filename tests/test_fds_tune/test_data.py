@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures import write_cifar10, write_fashion_mnist, write_mnist, write_svhn
+from support.datasets import write_cifar10, write_fashion_mnist, write_mnist, write_svhn
 
 from fds_tune import data
 from fds_tune.data import (

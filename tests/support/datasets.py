@@ -5,7 +5,7 @@ layout and encoding, far fewer images) under ``root`` and returns a :class:`Writ
 holding what was written, as uint8 ``(N, C, H, W)`` images and int64 labels in
 ``[0, 10)``, so that a test can compare a loader's output with the truth.
 
-Import from a test module with ``from fixtures import write_cifar10`` (pytest puts
+Import from a test module with ``from support.datasets import write_cifar10`` (pytest puts
 ``tests/`` on ``sys.path``). The formats:
 
 * CIFAR-10 ``cifar-10-batches-py/``: ``data_batch_1..5``, ``test_batch`` and

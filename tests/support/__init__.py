@@ -1,0 +1,1 @@
+"""Shared test helpers: dataset writers, fault-injection trainables, scripts run in subprocesses."""
