@@ -1,0 +1,188 @@
+"""TrainableConfig, ScheduleRun and ScheduleTrainable: against torch.optim.SGD and across pause/resume."""
+import json
+import math
+
+import pytest
+import torch
+
+from baselines import ScheduleRun, ScheduleTrainable, TrainableConfig
+from baselines.schedule_run import base_config
+from fds_tune.checkpoint import CheckpointError
+from fds_tune.results import COMMON_COLUMNS, EPOCHS, SECONDS
+from fds_tune.problem import ProblemConfig
+
+PROBLEM = ProblemConfig(device="cpu")
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """This process trains too (the Ray-free tests): one thread, as the Ray workers use (see conftest)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def config(max_epochs=2, **schedule):
+    values = {"lr_0": 0.3, "momentum_0": 0.9, "weight_decay_0": 1e-4, **schedule}
+    return base_config(PROBLEM, max_epochs=max_epochs) | values
+
+
+# ---------------------------------------------------------------------------------------
+# The trainable's config
+# ---------------------------------------------------------------------------------------
+def test_trainable_config_round_trips():
+    cfg = TrainableConfig.from_dict(config(lr_1=0.1))
+    assert cfg.problem == PROBLEM and cfg.max_epochs == 2 and cfg.grad_clamp is None and cfg.method == "schedule"
+    assert cfg.schedule == {"lr": (0.3, 0.1), "momentum": (0.9,), "weight_decay": (1e-4,)}
+    assert TrainableConfig.from_dict(cfg.to_dict()) == cfg
+
+
+@pytest.mark.parametrize(
+    "change, error, match",
+    [
+        ({"learning_rate": 0.1}, ValueError, r"config: unknown key 'learning_rate'; allowed keys are \['dataset', .*'method'\] and schedule keys"),
+        ({"max_epochs": None}, ValueError, r"max_epochs: got None; must be an int >= 1"),
+        ({"max_epochs": 0}, ValueError, r"max_epochs: got 0"),
+        ({"grad_clamp": -1.0}, ValueError, r"grad_clamp: got -1.0; must be a positive finite number or None"),
+        ({"method": ""}, ValueError, r"method: got ''"),
+        ({"batch_size": 0}, ValueError, r"batch_size: got 0"),
+        ({"momentum_0": "high"}, ValueError, r"momentum_0: got 'high'; must be a finite number"),
+    ],
+)
+def test_trainable_config_rejects_bad_values(change, error, match):
+    with pytest.raises(error, match=match):
+        TrainableConfig.from_dict(config() | change)
+
+
+def test_trainable_config_requires_max_epochs():
+    flat = config()
+    del flat["max_epochs"]
+    with pytest.raises(ValueError, match="missing key 'max_epochs'"):
+        TrainableConfig.from_dict(flat)
+
+
+# ---------------------------------------------------------------------------------------
+# ScheduleRun / ScheduleTrainable
+# ---------------------------------------------------------------------------------------
+def sgd_reference(cfg, epochs):
+    """torch.optim.SGD on the module itself, lr/momentum/weight decay set per step from the schedule."""
+    run = ScheduleRun(cfg)  # only for the problem, batches and horizon
+    problem, horizon = run.problem, run.horizon
+    model = problem.model()
+    train_idx, val_idx = problem.split(0)
+    sched = run.schedule
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.5, weight_decay=0.0)  # momentum > 0: keep a buffer
+    t = 0
+    model.train()
+    for epoch in range(epochs):
+        for x, y in problem.train_batches(train_idx, 1, draw=epoch):
+            values = {k: float(v) for k, v in sched.at(t, horizon).items()}
+            for group in opt.param_groups:
+                group.update(lr=values["lr"], momentum=values["momentum"], weight_decay=values["weight_decay"])
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+            t += 1
+    model.eval()
+    with torch.no_grad():
+        xs, ys = zip(*problem.eval_batches(val_idx))
+        val_loss = torch.nn.functional.cross_entropy(model(torch.cat(xs)), torch.cat(ys)).item()
+    return dict(model.named_parameters()), val_loss
+
+
+def test_schedule_run_equals_torch_sgd_with_the_schedule_spanning_max_epochs():
+    cfg = config(max_epochs=3, lr_0=0.3, lr_1=0.05, lr_2=0.1, momentum_0=0.8, momentum_1=0.5)
+    run = ScheduleRun(cfg)
+    for _ in range(2):  # stopped early: 2 of 3 epochs, i.e. lr_0, lr_1 and momentum_0, part of momentum_1
+        result = run.step()
+    ref_params, ref_val_loss = sgd_reference(cfg, epochs=2)
+    for name, p in run.state.params.items():
+        torch.testing.assert_close(p, ref_params[name].detach(), rtol=1e-5, atol=1e-6)
+    assert result["val_loss"] == pytest.approx(ref_val_loss, rel=1e-5)
+
+
+def test_early_stopped_trial_trained_the_first_part_of_the_schedule():
+    long = ScheduleRun(config(max_epochs=2, lr_0=0.3, lr_1=0.9))
+    short = ScheduleRun(config(max_epochs=1, lr_0=0.3))
+    assert long.step()["val_loss"] == short.step()["val_loss"]
+    for name, p in long.state.params.items():
+        assert torch.equal(p, short.state.params[name])
+
+
+def test_result_carries_the_common_columns_and_stops_at_max_epochs():
+    run = ScheduleRun(config(max_epochs=2) | {"method": "demo"})
+    first, second = run.step(), run.step()
+    for r in (first, second):
+        assert set(COMMON_COLUMNS) | {"schedule", "done"} <= set(r)
+        assert r["method"] == "demo" and r["diverged"] is False
+        assert r["schedule"] == {"lr": [0.3], "momentum": [0.9], "weight_decay": [1e-4]}
+    assert (first[EPOCHS], second[EPOCHS]) == (1.0, 2.0)
+    assert 0 < first[SECONDS] < second[SECONDS]
+    assert (first["done"], second["done"]) == (False, True)
+    with pytest.raises(RuntimeError, match="the trial is finished"):
+        run.step()
+
+
+def test_divergence_reports_chance_metrics_and_stops():
+    run = ScheduleRun(config(lr_0=1e4, momentum_0=0.99))
+    result = run.step()
+    assert result["diverged"] is True and result["done"] is True
+    assert result["val_acc"] == result["test_acc"] == pytest.approx(0.1)
+    assert math.isfinite(result["val_loss"]) and result["val_loss"] >= 1e9
+    assert 0 < result[EPOCHS] < 1  # the engine stopped mid-epoch; only the steps taken count
+
+
+def test_pause_and_resume_continue_identically(tmp_path):
+    cfg = config(max_epochs=3, lr_1=0.1)
+    straight = ScheduleRun(cfg)
+    expected = [straight.step() for _ in range(3)]
+
+    paused = ScheduleRun(cfg)
+    first = paused.step()
+    paused.save(tmp_path / "ckpt")
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["state.json", "tensors.pt"]  # no tmp file left
+    resumed = ScheduleRun(cfg)
+    resumed.load(tmp_path / "ckpt")
+    rest = [resumed.step(), resumed.step()]
+
+    for got, want in zip([first, *rest], expected):
+        assert {k: v for k, v in got.items() if k != SECONDS} == {k: v for k, v in want.items() if k != SECONDS}
+    assert rest[0][SECONDS] > first[SECONDS]  # compute_s carries over
+    for name, p in resumed.state.params.items():
+        assert torch.equal(p, straight.state.params[name])
+    for a, b in zip(resumed.state.opt_state, straight.state.opt_state):
+        assert torch.equal(a, b)
+
+
+def test_schedule_trainable_save_restore_and_reset(tmp_path, monkeypatch):
+    # Without Ray, a Trainable makes a log dir under ~/ray_results; keep it in tmp_path.
+    monkeypatch.setattr("ray.tune.trainable.trainable.DEFAULT_STORAGE_PATH", str(tmp_path))
+    cfg = config(max_epochs=3)
+    a = ScheduleTrainable(config=cfg)
+    a.train()
+    saved = a.save(str(tmp_path / "ckpt"))
+    second = a.train()
+    b = ScheduleTrainable(config=cfg)
+    b.restore(saved)
+    again = b.train()
+    assert again["val_loss"] == second["val_loss"] and again[EPOCHS] == second[EPOCHS] == 2.0
+    assert b.reset_config(config(max_epochs=3, lr_0=0.1)) is True
+    assert b.train()[EPOCHS] == 1.0  # a fresh trial
+    for t in (a, b):
+        t.stop()
+
+
+def test_checkpoint_refuses_another_config_or_format(tmp_path):
+    run = ScheduleRun(config())
+    run.step()
+    run.save(tmp_path)
+    with pytest.raises(CheckpointError, match=r"written for a different config \(keys differ: \['lr_0'\]\)"):
+        ScheduleRun(config(lr_0=0.2)).load(tmp_path)
+    state = json.loads((tmp_path / "state.json").read_text())
+    (tmp_path / "state.json").write_text(json.dumps(state | {"version": 99}))
+    with pytest.raises(CheckpointError, match="format version 99; this fds-tune reads version 1 only"):
+        ScheduleRun(config()).load(tmp_path)
+    (tmp_path / "state.json").write_text(json.dumps(state | {"kind": "fds"}))
+    with pytest.raises(CheckpointError, match="is not a schedule_run checkpoint"):
+        ScheduleRun(config()).load(tmp_path)
