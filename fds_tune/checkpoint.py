@@ -1,14 +1,14 @@
 """Safe, atomic checkpoint files.
 
-Checkpoints are plain JSON (and, where tensors are needed, ``torch.save`` of
-tensors only, read back with ``torch.load(weights_only=True)``): loading one can
-never run code.  Every file is written to a temporary name and renamed into
+Checkpoints are one plain JSON file; tensors travel inside it as base64 of
+their raw bytes (:func:`encode_tensors`): loading one can never run code.  Every file is written to a temporary name and renamed into
 place, so a crash never leaves a half-written checkpoint.  Each checkpoint
 carries a format version and the config it belongs to; a mismatch is refused
 with a clear message.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
@@ -18,9 +18,10 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_write_bytes", "save_json", "load_json", "save_tensors", "load_tensors", "CheckpointError"]
+__all__ = ["atomic_write_bytes", "save_json", "load_json", "encode_tensors", "decode_tensors", "CheckpointError", "FORMAT_VERSION"]
 
 STATE_FILE = "state.json"
+FORMAT_VERSION = 2  # of every run's checkpoint (2: one JSON file, tensors inside as base64)
 
 
 class CheckpointError(ValueError):
@@ -70,18 +71,34 @@ def load_json(directory: str | os.PathLike, kind: str, version: int, config: Map
     return payload["state"]
 
 
-def save_tensors(path: str | os.PathLike, tensors: Mapping[str, Any]) -> None:
-    """``torch.save`` of tensors (or nested dicts/lists of tensors and numbers), atomically."""
-    import io
+def encode_tensors(tree: Any) -> Any:
+    """Tensors inside dicts/lists/tuples as JSON-safe ``{"__tensor__": dtype, "shape": [...], "data": base64}``.
 
-    buf = io.BytesIO()
-    torch.save(dict(tensors), buf)
-    atomic_write_bytes(path, buf.getvalue())
+    Exact (the raw bytes), compact (4/3 of the raw size) and safe: decoding builds
+    tensors from bytes and never runs code.
+    """
+    if isinstance(tree, torch.Tensor):
+        t = tree.detach().cpu().contiguous()
+        raw = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
+        return {"__tensor__": str(t.dtype).removeprefix("torch."), "shape": list(t.shape), "data": base64.b64encode(raw).decode()}
+    if isinstance(tree, Mapping):
+        return {k: encode_tensors(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [encode_tensors(v) for v in tree]
+    return tree
 
 
-def load_tensors(path: str | os.PathLike) -> dict[str, Any]:
-    """Load with ``weights_only=True``: a file that would run code is refused."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle.UnpicklingError and friends
-        raise CheckpointError(f"checkpoint: refused to load {path}: not a tensors-only file ({type(err).__name__}: {err})") from None
+def decode_tensors(tree: Any, device: torch.device | str | None = None) -> Any:
+    """Inverse of :func:`encode_tensors` (lists stay lists), tensors moved to ``device``."""
+    if isinstance(tree, Mapping) and "__tensor__" in tree:
+        dtype = getattr(torch, str(tree["__tensor__"]), None)
+        if not isinstance(dtype, torch.dtype):
+            raise CheckpointError(f"checkpoint: unknown tensor dtype {tree['__tensor__']!r}")
+        raw = bytearray(base64.b64decode(tree["data"]))
+        flat = torch.frombuffer(raw, dtype=torch.uint8).view(dtype) if raw else torch.empty(0, dtype=dtype)
+        return flat.reshape(tree["shape"]).to(device)
+    if isinstance(tree, Mapping):
+        return {k: decode_tensors(v, device) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [decode_tensors(v, device) for v in tree]
+    return tree

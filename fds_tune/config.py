@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from .optim import sgd
 from .outer import OUTER_RULES
 from .problem import ProblemConfig
+from .validation import check, check_choice, check_int, check_kinds, check_number, check_optional, check_range, fail, is_int
 
 __all__ = ["FDSConfig", "PRESETS", "fds_config", "KINDS"]
 
@@ -49,38 +50,26 @@ class FDSConfig:
     retrain_fallbacks: int = 2  # if retraining diverges or stalls: retrain this many evaluated schedules instead, best first
     grad_clamp: float | None = 3.0  # the paper clamps minibatch gradients to [-3, 3]
     group_size: int | None = None  # active columns batched per vmap (None: from a memory budget)
+    # --- a label: the preset this config came from (None: built by hand); every result carries it ---
+    preset: str | None = None
 
     def __post_init__(self):
         self.problem  # validates the problem keys
+        check_optional("preset", self.preset, check, isinstance(self.preset, str), "a preset name (a label) or None")
         for key in ("n_values", "init", "step_size", "bounds"):
-            value = getattr(self, key)
-            if not isinstance(value, Mapping) or set(value) != set(KINDS):
-                raise ValueError(f"{key}: got {value!r}; must give a value for each of {list(KINDS)}")
-        for k, n in self.n_values.items():
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"n_values[{k!r}]: got {n!r}; must be an int >= 1")
-        for k, s in self.step_size.items():
-            if not _number(s) or not s > 0 or not math.isfinite(s):
-                raise ValueError(f"step_size[{k!r}]: got {s!r}; must be a finite number > 0")
-        for k, b in self.bounds.items():
-            if not (isinstance(b, (tuple, list)) and len(b) == 2 and all(_number(x) for x in b) and b[0] < b[1]):
-                raise ValueError(f"bounds[{k!r}]: got {b!r}; must be [low, high] with low < high")
-        for k, v in self.init.items():
-            lo, hi = self.bounds[k]
-            if not _number(v) or not math.isfinite(v) or not lo <= v <= hi:
-                raise ValueError(f"init[{k!r}]: got {v!r}; must be a finite number within bounds [{lo}, {hi}]")
-        if self.outer_rule not in OUTER_RULES:
-            raise ValueError(f"outer_rule: got {self.outer_rule!r}; allowed values are {sorted(OUTER_RULES)}")
-        if not (isinstance(self.epochs, (tuple, list)) and self.epochs and all(_int(e) and e >= 1 for e in self.epochs)):
-            raise ValueError(f"epochs: got {self.epochs!r}; must be a non-empty list of ints >= 1 (epochs per outer step)")
-        if not _int(self.retrain_epochs) or self.retrain_epochs < 0:
-            raise ValueError(f"retrain_epochs: got {self.retrain_epochs!r}; must be an int >= 0 (0: no retraining)")
-        if not _int(self.retrain_fallbacks) or self.retrain_fallbacks < 0:
-            raise ValueError(f"retrain_fallbacks: got {self.retrain_fallbacks!r}; must be an int >= 0 (0: retrain the learned schedule only)")
-        if self.grad_clamp is not None and (not _number(self.grad_clamp) or not self.grad_clamp > 0):
-            raise ValueError(f"grad_clamp: got {self.grad_clamp!r}; must be a number > 0 or None")
-        if self.group_size is not None and (not _int(self.group_size) or self.group_size < 1):
-            raise ValueError(f"group_size: got {self.group_size!r}; must be an int >= 1 or None")
+            check_kinds(key, getattr(self, key), KINDS)
+        for k in KINDS:
+            check_int(f"n_values[{k!r}]", self.n_values[k], 1)
+            check_number(f"step_size[{k!r}]", self.step_size[k], low=0, low_open=True)
+            lo, hi = check_range(f"bounds[{k!r}]", self.bounds[k])
+            check_number(f"init[{k!r}]", self.init[k], low=lo, high=hi, rule=f"a finite number within bounds [{lo}, {hi}]")
+        check_choice("outer_rule", self.outer_rule, OUTER_RULES)
+        epochs_ok = isinstance(self.epochs, (tuple, list)) and bool(self.epochs) and all(is_int(e) and e >= 1 for e in self.epochs)
+        check("epochs", self.epochs, epochs_ok, "a non-empty list of ints >= 1 (epochs per outer step)")
+        check_int("retrain_epochs", self.retrain_epochs, 0, rule="an int >= 0 (0: no retraining)")
+        check_int("retrain_fallbacks", self.retrain_fallbacks, 0, rule="an int >= 0 (0: retrain the learned schedule only)")
+        check_optional("grad_clamp", self.grad_clamp, check_number, low=0, low_open=True, rule="a finite number > 0 or None")
+        check_optional("group_size", self.group_size, check_int, 1, rule="an int >= 1 or None")
 
     @property
     def problem(self) -> ProblemConfig:
@@ -97,21 +86,13 @@ class FDSConfig:
         return d
 
 
-def _number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 PRESETS: dict[str, FDSConfig] = {
     # Embedded default: sklearn digits, a few seconds per outer step on a CPU.
     "digits": FDSConfig(dataset="digits", model="mlp", epochs=(1,) + (10,) * 9, retrain_epochs=10),
     # CPU benchmark: a full FDS run takes about 10-20 minutes on 2 cores.
     "fashion_mnist": FDSConfig(dataset="fashion_mnist", model="lenet", epochs=(1, 3, 3, 3, 3, 3), retrain_epochs=3),
     # The paper's CIFAR-10 setup (GPU): WRN-16-1, 7 lr values, 10 outer steps, retraining for 50 epochs.
-    "paper_cifar10": FDSConfig(
+    "cifar10_paper": FDSConfig(
         dataset="cifar10",
         model="wrn-16-1",
         batch_size=256,
@@ -123,30 +104,28 @@ PRESETS: dict[str, FDSConfig] = {
         retrain_epochs=50,
     ),
 }
-PRESETS["cifar10_paper"] = PRESETS["paper_cifar10"]
-ALLOWED_KEYS = ("preset",) + tuple(f.name for f in dataclasses.fields(FDSConfig))
+PRESETS = {name: dataclasses.replace(cfg, preset=name) for name, cfg in PRESETS.items()}  # each carries its name
+ALLOWED_KEYS = tuple(f.name for f in dataclasses.fields(FDSConfig))
 
 
 def fds_config(config: Mapping | None = None) -> FDSConfig:
-    """Build an :class:`FDSConfig` from a (Ray Tune) dict: a preset plus overrides."""
+    """Build an :class:`FDSConfig` from a (Ray Tune) dict: a preset plus overrides.
+
+    ``preset`` (default ``"digits"``; None: :class:`FDSConfig`'s defaults) names the base; every other key overrides
+    that preset's value (per-kind dicts merge kind by kind).  A full
+    :meth:`FDSConfig.to_dict` reads back to the same config.
+    """
     config = dict(config or {})
-    unknown = sorted(set(config) - set(ALLOWED_KEYS))
+    unknown = [k for k in config if k not in ALLOWED_KEYS]
     if unknown:
-        raise ValueError(f"config key {unknown[0]!r} (value {config[unknown[0]]!r}) is not known; allowed keys are {list(ALLOWED_KEYS)}")
-    preset = config.pop("preset", "digits")
-    if preset not in PRESETS:
-        raise ValueError(f"preset: got {preset!r}; allowed values are {sorted(PRESETS)}")
-    base = PRESETS[preset]
+        fail("config", unknown[0], f"one of the allowed keys {list(ALLOWED_KEYS)}")
+    name = config.pop("preset", "digits")  # None: a config built by hand (the dataclass defaults)
+    base = FDSConfig() if name is None else PRESETS[check_choice("preset", name, PRESETS)]
     fields = {}
     for key, value in config.items():
         current = getattr(base, key)
         if isinstance(current, dict):
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{key}: got {value!r}; must be a dict keyed by kinds {list(KINDS)}")
-            bad = sorted(set(value) - set(KINDS))
-            if bad:
-                raise ValueError(f"{key}: kind {bad[0]!r} is not known; allowed kinds are {list(KINDS)}")
-            value = {**current, **value}
+            value = {**current, **check_kinds(key, value, KINDS, exact=False)}
         elif key == "epochs" and isinstance(value, list):
             value = tuple(value)
         fields[key] = value

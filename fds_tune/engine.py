@@ -26,7 +26,6 @@ statistics are used only for evaluation (accuracy).
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -36,12 +35,15 @@ import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
 from .functional_model import FunctionalModel, LossFn, TrainState
-from .optim import Optimizer, get_optimizer
+from .loop import Batch, all_finite, inner_loop, run_length
+from .optim import Optimizer, resolve_optimizer
 from .schedule import Schedule, value_index
+from .validation import check_choice, check_int, check_optional
 
-__all__ = ["hypergradients", "train", "HyperGradients", "TrainResult", "default_group_size", "METHODS"]
+__all__ = [
+    "hypergradients", "train", "HyperGradients", "TrainResult", "default_group_size", "make_step", "hyper_vectors", "METHODS",
+]
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 METHODS = ("forward", "reverse")
 DEFAULT_MEMORY_BUDGET = 1024**3  # bytes of extra activation memory for batched columns
 STALL_RATIO = 0.95  # a run stalled when its final train loss stays above 95% of its first
@@ -144,7 +146,8 @@ def hypergradients(
             ``horizon`` is given (required for plain iterables).
         val_batches: ``(x, y)`` pairs; the objective is the mean of ``loss_fn``
             over all validation samples (batches weighted by size).
-        grad_clamp: clamp minibatch gradients elementwise to ``[-c, c]``.
+        grad_clamp: clamp minibatch gradients elementwise to ``[-c, c]``
+            (the optimizer becomes :func:`~fds_tune.optim.clamped`).
         optimizer: ``"sgd"`` (default), ``"sgd_nesterov"``, ``"adamw"`` or an
             :class:`~fds_tune.optim.Optimizer`.
         method: ``"forward"`` (vmapped jvp of the gradient) or ``"reverse"``
@@ -163,16 +166,12 @@ def hypergradients(
         ``dL_val/dvalue``, with ``.val_loss``, ``.params``, ``.buffers``,
         ``.run`` and ``.diverged``.
     """
-    opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
+    check_choice("method", method, METHODS)
+    check_optional("group_size", group_size, check_int, 1, rule="a positive int or None (automatic)")
+    opt = resolve_optimizer(optimizer, grad_clamp)
     fm = FunctionalModel(model, loss_fn)
-    schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, schedule_horizon)
-    if method not in METHODS:
-        raise ValueError(f"method: got {method!r}; allowed values are {list(METHODS)}")
-    if group_size is not None and (not isinstance(group_size, int) or group_size < 1):
-        raise ValueError(f"group_size: got {group_size!r}; must be a positive int or None (automatic)")
-    return _Forward(fm, opt, schedule, horizon, span, grad_clamp, method, group_size, memory_budget).run(
-        state, train_batches, val_batches
-    )
+    schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon)
+    return _Forward(fm, opt, schedule, horizon, span, method, group_size, memory_budget).run(state, train_batches, val_batches)
 
 
 def train(
@@ -192,22 +191,18 @@ def train(
     With constant values this equals ``torch.optim.SGD(lr, momentum, weight_decay)``
     step for step.  Stops early (``diverged=True``) on a non-finite loss or weights.
     """
-    opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
+    opt = resolve_optimizer(optimizer, grad_clamp)
     fm = FunctionalModel(model, loss_fn)
-    schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, schedule_horizon)
-    step = _make_step(fm, opt, grad_clamp)
-    theta, buffers = fm.flatten(state.params), state.buffers
-    opt_state, losses, diverged = state.opt_state, [], False
-    hvecs = _hyper_vectors(schedule, opt, span, state.step, horizon)
-    with fm.batch_statistics():
-        for t, (x, y) in _take(train_batches, horizon):
-            (theta, opt_state), (loss, stats) = step(theta, opt_state, hvecs[t], buffers, x, y, state.step + t)
-            buffers = fm.update_buffers(buffers, stats)
-            losses.append(float(loss))
-            if not (math.isfinite(losses[-1]) and _finite(theta)):
-                diverged = True
-                break
-    return TrainResult(TrainState(fm.unflatten(theta), buffers, opt_state, state.step + len(losses)), losses, diverged)
+    schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon)
+    inner = make_step(fm, opt)
+    hvecs = hyper_vectors(schedule, opt, span, state.step, horizon)
+
+    def step(t, x, y, theta, buffers, opt_state):
+        (theta, opt_state), (loss, stats) = inner(theta, opt_state, hvecs[t], buffers, x, y, state.step + t)
+        return theta, opt_state, loss, stats
+
+    end = inner_loop(fm, fm.flatten(state.params), state.buffers, state.opt_state, train_batches, horizon, step)
+    return TrainResult(TrainState(fm.unflatten(end.theta), end.buffers, end.carry, state.step + len(end.losses)), end.losses, end.diverged)
 
 
 def default_group_size(model: nn.Module, example_x: torch.Tensor, n_columns: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> int:
@@ -221,6 +216,24 @@ def default_group_size(model: nn.Module, example_x: torch.Tensor, n_columns: int
     return int(max(1, min(n_columns, memory_budget // max(per_column, 1.0))))
 
 
+def hyper_vectors(schedule: Schedule, opt: Optimizer, span: int, first: int, horizon: int) -> list[torch.Tensor]:
+    """For steps ``first .. first + horizon - 1`` of ``span``, the hyperparameter vectors (``opt.hyper_names`` order)."""
+    return list(schedule.table(opt.hyper_names, range(first, first + horizon), span).unbind(0))
+
+
+def make_step(fm: FunctionalModel, opt: Optimizer):
+    """The pure inner step ``(theta, state, hvec, buffers, x, y, t) -> ((theta', state'), (loss, BN stats))``."""
+    names = opt.hyper_names
+    grad_loss = grad_and_value(fm.loss, has_aux=True)
+
+    def step(theta, opt_state, hvec, buffers, x, y, t):
+        g, (loss, stats) = grad_loss(theta, buffers, x, y)
+        theta, opt_state = opt.update(theta, opt_state, g, dict(zip(names, hvec.unbind(0))), t)
+        return (theta, opt_state), (loss, stats)
+
+    return step
+
+
 # Measured (experiments/bench_engine.py --group-sizes 1 2 3, CPU): each extra batched WRN-16-1
 # column at batch 128 raises peak RSS by ~470 MB, 3.4x the 140 MB of activations of one forward
 # pass (it was 5.5x before BatchNorm's tangents were written by hand, fds_tune.batchnorm).
@@ -232,7 +245,7 @@ _TANGENT_FACTOR = 3.5
 # ---------------------------------------------------------------------------------------
 # Internals
 # ---------------------------------------------------------------------------------------
-def _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, schedule_horizon):
+def _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon):
     if not isinstance(schedule, Schedule):
         schedule = Schedule(schedule)
     missing, extra = set(opt.hyper_names) - set(schedule), set(schedule) - set(opt.hyper_names)
@@ -242,67 +255,13 @@ def _prepare(fm, opt, schedule, train_batches, horizon, grad_clamp, start, sched
             + (f" (missing {sorted(missing)})" if missing else "")
             + (f" (unknown {sorted(extra)})" if extra else "")
         )
-    horizon = _run_length(train_batches, horizon, grad_clamp)
-    if start is None:
-        theta, buffers = fm.initial_state()
-        start = TrainState(fm.unflatten(theta), buffers, opt.init(theta), 0)
+    horizon = run_length(train_batches, horizon)
+    start = fm.start_state(opt.init) if start is None else start
     span = start.step + horizon if schedule_horizon is None else schedule_horizon
-    if not isinstance(span, int) or span < start.step + horizon:
-        raise ValueError(
-            f"schedule_horizon: got {schedule_horizon!r}; must be an int >= start.step + horizon = {start.step + horizon}"
-        )
+    check_int("schedule_horizon", span, start.step + horizon, rule=f"an int >= start.step + horizon = {start.step + horizon}")
     ref = next(iter(start.params.values()))
     schedule = schedule.to(dtype=ref.dtype, device=ref.device)
     return schedule, horizon, start, span
-
-
-def _run_length(train_batches, horizon: int | None, grad_clamp: float | None) -> int:
-    """The number of inner steps (``len(train_batches)`` unless given), checked with ``grad_clamp``."""
-    if horizon is None:
-        if not hasattr(train_batches, "__len__"):
-            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable of batches")
-        horizon = len(train_batches)
-    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
-        raise ValueError(f"horizon: got {horizon!r}; must be a positive int (number of inner steps)")
-    if hasattr(train_batches, "__len__") and len(train_batches) < horizon:
-        n = len(train_batches)  # the same words as when an iterable runs out during the run
-        raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {n} batches (it holds only {n})")
-    if grad_clamp is not None and not (isinstance(grad_clamp, (int, float)) and grad_clamp > 0):
-        raise ValueError(f"grad_clamp: got {grad_clamp!r}; must be a positive number or None")
-    return horizon
-
-
-def _take(batches: Iterable[Batch], horizon: int) -> Iterator[tuple[int, Batch]]:
-    it = iter(batches)
-    for t in range(horizon):
-        try:
-            yield t, next(it)
-        except StopIteration:
-            raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {t} batches") from None
-
-
-def _finite(x: torch.Tensor) -> bool:
-    return bool(torch.isfinite(x).all())
-
-
-def _hyper_vectors(schedule: Schedule, opt: Optimizer, span: int, first: int, horizon: int) -> list[torch.Tensor]:
-    """For steps ``first .. first + horizon - 1`` of ``span``, the hyperparameter vectors (``opt.hyper_names`` order)."""
-    return list(schedule.table(opt.hyper_names, range(first, first + horizon), span).unbind(0))
-
-
-def _make_step(fm: FunctionalModel, opt: Optimizer, grad_clamp: float | None):
-    """The pure inner step ``(theta, state, hvec) -> (theta', state')`` with aux (loss, BN stats)."""
-    names = opt.hyper_names
-    grad_loss = grad_and_value(fm.loss, has_aux=True)
-
-    def step(theta, opt_state, hvec, buffers, x, y, t):
-        g, (loss, stats) = grad_loss(theta, buffers, x, y)
-        if grad_clamp is not None:
-            g = g.clamp(-grad_clamp, grad_clamp)
-        theta, opt_state = opt.update(theta, opt_state, g, dict(zip(names, hvec.unbind(0))), t)
-        return (theta, opt_state), (loss, stats)
-
-    return step
 
 
 def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
@@ -330,15 +289,15 @@ def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
 class _Forward:
     """One forward-mode run: tangents carried through every inner step."""
 
-    def __init__(self, fm, opt, schedule, horizon, span, grad_clamp, method, group_size, memory_budget):
+    def __init__(self, fm, opt, schedule, horizon, span, method, group_size, memory_budget):
         self.fm, self.opt, self.schedule, self.horizon, self.span = fm, opt, schedule, horizon, span
-        self.grad_clamp, self.method = grad_clamp, method
+        self.method = method
         self.group_size, self.memory_budget = group_size, memory_budget
         self.kinds = opt.hyper_names
         self.sizes = [schedule[k].numel() for k in self.kinds]
         self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
         self.n_columns = sum(self.sizes)
-        self.step = _make_step(fm, opt, grad_clamp)
+        self.step = make_step(fm, opt)
         self._active_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # Columns whose chunk has started (since the run's first step), and each one's
@@ -361,42 +320,44 @@ class _Forward:
 
     def run(self, start: TrainState, train_batches, val_batches) -> HyperGradients:
         fm = self.fm
-        theta, buffers, opt_state = fm.flatten(start.params), start.buffers, start.opt_state
+        theta, opt_state = fm.flatten(start.params), start.opt_state
         z_theta = theta.new_zeros(self.n_columns, theta.numel())
         z_state = tuple(s.new_zeros(self.n_columns, *s.shape) for s in opt_state)
-        hvecs = _hyper_vectors(self.schedule, self.opt, self.span, start.step, self.horizon)
-        losses, diverged = [], False
+        hvecs = hyper_vectors(self.schedule, self.opt, self.span, start.step, self.horizon)
         tangent_step = self._tangent_step_forward if self.method == "forward" else self._tangent_step_reverse
-        with fm.batch_statistics(forward_mode=self.method == "forward"):
-            for t, (x, y) in _take(train_batches, self.horizon):
-                if self.group_size is None:
-                    self.group_size = default_group_size(fm.model, x, self.n_columns, self.memory_budget)
-                cols, zh = self._active(start.step, start.step + t, theta)
-                all_active = len(cols) == self.n_columns
-                zt = z_theta if all_active else z_theta.index_select(0, cols)
-                zs = tuple(z if all_active else z.index_select(0, cols) for z in z_state)
-                args = (buffers, x, y, start.step + t)
-                (theta, opt_state), (zt, zs), (loss, stats) = tangent_step(theta, opt_state, hvecs[t], zt, zs, zh, args)
-                if all_active:
-                    z_theta, z_state = zt, zs
-                else:
-                    z_theta = z_theta.index_copy(0, cols, zt)
-                    z_state = tuple(z.index_copy(0, cols, n) for z, n in zip(z_state, zs))
-                buffers = fm.update_buffers(buffers, stats)
-                losses.append(float(loss))
-                if not (math.isfinite(losses[-1]) and _finite(theta)):
-                    diverged = True
-                    break
-            if diverged:
-                val_loss, g_val = float("nan"), torch.full_like(theta, float("nan"))
+
+        def step(t, x, y, theta, buffers, carry):
+            opt_state, z_theta, z_state = carry
+            if self.group_size is None:
+                self.group_size = default_group_size(fm.model, x, self.n_columns, self.memory_budget)
+            cols, zh = self._active(start.step, start.step + t, theta)
+            all_active = len(cols) == self.n_columns
+            zt = z_theta if all_active else z_theta.index_select(0, cols)
+            zs = tuple(z if all_active else z.index_select(0, cols) for z in z_state)
+            args = (buffers, x, y, start.step + t)
+            (theta, opt_state), (zt, zs), (loss, stats) = tangent_step(theta, opt_state, hvecs[t], zt, zs, zh, args)
+            if all_active:
+                z_theta, z_state = zt, zs
             else:
-                val_loss, g_val = self._validation_gradient(theta, buffers, val_batches)
+                z_theta = z_theta.index_copy(0, cols, zt)
+                z_state = tuple(z.index_copy(0, cols, n) for z, n in zip(z_state, zs))
+            return theta, (opt_state, z_theta, z_state), loss, stats
+
+        end = inner_loop(
+            fm, theta, start.buffers, (opt_state, z_theta, z_state), train_batches, self.horizon, step,
+            forward_mode=self.method == "forward",
+        )
+        (opt_state, z_theta, _), diverged = end.carry, end.diverged
+        if diverged:
+            val_loss, g_val = float("nan"), torch.full_like(end.theta, float("nan"))
+        else:
+            with fm.batch_statistics(forward_mode=self.method == "forward"):
+                val_loss, g_val = self._validation_gradient(end.theta, end.buffers, val_batches)
         flat = z_theta @ g_val
-        if not _finite(flat):
-            diverged = True
+        diverged = diverged or not all_finite(flat)
         grads = {k: flat[off : off + n] for k, off, n in zip(self.kinds, self.offsets, self.sizes)}
-        run = TrainResult(TrainState(fm.unflatten(theta), buffers, opt_state, start.step + len(losses)), losses, diverged)
-        return HyperGradients(grads, val_loss, run, z_theta)
+        state = TrainState(fm.unflatten(end.theta), end.buffers, opt_state, start.step + len(end.losses))
+        return HyperGradients(grads, val_loss, TrainResult(state, end.losses, diverged), z_theta)
 
     def _groups(self, m: int) -> list[slice]:
         g = self.group_size or m
@@ -428,16 +389,14 @@ class _Forward:
 
     def _tangent_step_reverse(self, theta, opt_state, hvec, zt, zs, zh, args):
         """The reference way: one double-backward (Hessian-vector product) per active column."""
-        fm, opt, names, clamp = self.fm, self.opt, self.opt.hyper_names, self.grad_clamp
+        fm, opt, names = self.fm, self.opt, self.opt.hyper_names
         buffers, x, y, t = args
         with torch.enable_grad():
             th = theta.detach().requires_grad_(True)
             loss, stats = fm.loss(th, buffers, x, y)
             (g,) = torch.autograd.grad(loss, th, create_graph=True)
 
-        def post_grad(th_, st_, g_, hv_):
-            if clamp is not None:
-                g_ = g_.clamp(-clamp, clamp)
+        def post_grad(th_, st_, g_, hv_):  # the optimizer's update (a clamp, if any, included)
             return opt.update(th_, st_, g_, dict(zip(names, hv_.unbind(0))), t)
 
         g0 = g.detach()

@@ -90,11 +90,12 @@ class FunctionalModel:
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         return {n: c.view(s) for n, c, s in zip(self.names, torch.split(flat, self.numels), self.shapes)}
 
-    def initial_state(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Flat copy of the model's current parameters, and a copy of its buffers."""
+    def start_state(self, init_opt_state: Callable[[torch.Tensor], tuple]) -> TrainState:
+        """A run's starting state: copies of the model's current parameters and buffers,
+        ``init_opt_state(flat_params)`` (an optimizer's ``init``), step 0."""
         theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone()
         buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
-        return theta, buffers
+        return TrainState(self.unflatten(theta), buffers, init_opt_state(theta), 0)
 
     # ---- the differentiated function ----------------------------------------------
     def loss(self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):

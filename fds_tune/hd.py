@@ -17,7 +17,8 @@ respect to its hyperparameters (one one-hot tangent per kind, batched with
 learning rate, ``-eta_t v_t`` for momentum and ``-eta_t theta_t`` for weight decay.
 
 The hypergradient uses the raw minibatch gradient (it is the derivative of the
-next-step loss); the inner step uses the clamped one when ``grad_clamp`` is set.
+next-step loss); the inner step clamps it when ``grad_clamp`` is set (the
+optimizer becomes :func:`~fds_tune.optim.clamped`, and ``d_t`` is its derivative).
 """
 from __future__ import annotations
 
@@ -31,14 +32,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
-from .engine import _run_length, _take
 from .functional_model import FunctionalModel, LossFn, TrainState
-from .optim import Optimizer, get_optimizer
+from .loop import Batch, inner_loop, run_length
+from .optim import Optimizer, resolve_optimizer
+from .validation import check_kinds
 
 __all__ = ["HDState", "HDResult", "hd_init", "step_direction", "hypergradient", "hd_update", "hd_train"]
 
 Hypers = dict[str, torch.Tensor]
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class HDState(NamedTuple):
@@ -141,51 +142,40 @@ def hd_train(
     (``diverged=True``) when a loss, the weights or a hyperparameter become
     non-finite.  The module itself is not modified.
     """
-    opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
+    opt = resolve_optimizer(optimizer, grad_clamp)  # a clamp acts inside the step; HD's hypergradient uses the raw gradient
     kinds = opt.hyper_names
-    if set(hd.hypers) != set(kinds):
-        raise ValueError(f"hd.hypers: got kinds {sorted(hd.hypers)}; optimizer {opt.name!r} needs exactly {list(kinds)}")
-    if set(hyper_lr) != set(kinds):
-        raise ValueError(f"hyper_lr: got kinds {sorted(hyper_lr)}; must give one hyper-learning rate for each of {list(kinds)}")
-    horizon = _run_length(train_batches, horizon, grad_clamp)
+    check_kinds("hd.hypers", hd.hypers, kinds)
+    check_kinds("hyper_lr", hyper_lr, kinds)
+    horizon = run_length(train_batches, horizon)
     fm = FunctionalModel(model, loss_fn)
-    if start is None:
-        theta, buffers = fm.initial_state()
-        start = TrainState(fm.unflatten(theta), buffers, opt.init(theta), 0)
+    start = fm.start_state(opt.init) if start is None else start
     bounds = dict(bounds or {})
-    theta, buffers, opt_state, step0 = fm.flatten(start.params), start.buffers, start.opt_state, start.step
-    hypers, direction = dict(hd.hypers), hd.direction
     grad_loss = grad_and_value(fm.loss, has_aux=True)
-    values, hgrads, losses, diverged, taken = [], [], [], False, 0
-    with fm.batch_statistics():
-        for t, (x, y) in _take(train_batches, horizon):
-            g, (loss, stats) = grad_loss(theta, buffers, x, y)
-            if direction is None:  # a run's first step: nothing to adapt yet
-                hgrads.append(torch.full((len(kinds),), math.nan, dtype=torch.float64))
-            else:
-                a = hypergradient(direction, g, kinds)
-                hypers = hd_update(hypers, a, hyper_lr, bounds)
-                hgrads.append(torch.stack([a[k] for k in kinds]))
-            values.append(torch.stack([hypers[k] for k in kinds]))
-            losses.append(float(loss))
-            if not (math.isfinite(losses[-1]) and bool(torch.isfinite(values[-1]).all())):
-                diverged = True
-                break
-            if grad_clamp is not None:
-                g = g.clamp(-grad_clamp, grad_clamp)
-            (theta, opt_state), direction = step_direction(opt, theta, opt_state, g, hypers, step0 + t)
-            buffers = fm.update_buffers(buffers, stats)
-            taken += 1
-            if not bool(torch.isfinite(theta).all()):
-                diverged = True
-                break
+    values, hgrads = [], []
+
+    def step(t, x, y, theta, buffers, carry):
+        opt_state, hypers, direction = carry
+        g, (loss, stats) = grad_loss(theta, buffers, x, y)
+        if direction is None:  # a run's first step: nothing to adapt yet
+            hgrads.append(torch.full((len(kinds),), math.nan, dtype=torch.float64))
+        else:
+            a = hypergradient(direction, g, kinds)
+            hypers = hd_update(hypers, a, hyper_lr, bounds)
+            hgrads.append(torch.stack([a[k] for k in kinds]))
+        values.append(torch.stack([hypers[k] for k in kinds]))
+        (theta, opt_state), direction = step_direction(opt, theta, opt_state, g, hypers, start.step + t)
+        return theta, (opt_state, hypers, direction), loss, stats
+
+    carry = (start.opt_state, dict(hd.hypers), hd.direction)
+    end = inner_loop(fm, fm.flatten(start.params), start.buffers, carry, train_batches, horizon, step)
+    opt_state, hypers, direction = end.carry
+    empty = torch.empty(0, len(kinds), dtype=torch.float64)
     return HDResult(
-        state=TrainState(fm.unflatten(theta), buffers, opt_state, step0 + taken),
+        state=TrainState(fm.unflatten(end.theta), end.buffers, opt_state, start.step + len(end.losses)),
         hd=HDState(hypers, direction),
         kinds=kinds,
-        values=torch.stack(values) if values else torch.empty(0, len(kinds), dtype=torch.float64),
-        hypergrads=torch.stack(hgrads) if hgrads else torch.empty(0, len(kinds), dtype=torch.float64),
-        train_losses=losses,
-        diverged=diverged,
+        values=torch.stack(values) if values else empty,
+        hypergrads=torch.stack(hgrads) if hgrads else empty,
+        train_losses=end.losses,
+        diverged=end.diverged,
     )
-

@@ -11,19 +11,21 @@ JSON-serialisable :meth:`FDSLearner.state_dict`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 
 from . import outer
-from .config import FDSConfig
+from .config import FDSConfig, fds_config
 from .engine import hypergradients, train
 from .functional_model import FunctionalModel, val_test_metrics
+from .optim import resolve_optimizer
+from .problem import Problem, cached_problem
 from .results import diverged_metrics, finite_or
-from .problem import Problem
 from .schedule import Schedule
 
-__all__ = ["FDSLearner"]
+__all__ = ["FDSLearner", "FDSRun", "RETRAIN_DRAW"]
 
 RETRAIN_DRAW = -1  # batch order of the final retraining run
 
@@ -35,7 +37,9 @@ class FDSLearner:
         self.config = config
         self.problem = problem if problem is not None else Problem(config.problem)
         init = {k: torch.full((config.n_values[k],), float(config.init[k]), dtype=torch.float64) for k in config.n_values}
-        self.state = outer.init_outer(init, config.step_size)
+        self.rule = outer.get_rule(config.outer_rule)
+        self.optimizer = resolve_optimizer("sgd", config.grad_clamp)  # the paper's clamped SGD
+        self.state = self.rule.init(init, config.step_size)
         self.outer_step = 0  # outer steps taken
         self.inner_steps_total = 0
         self.epochs_total = 0.0
@@ -64,7 +68,7 @@ class FDSLearner:
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
-        self.state = outer.from_json(data["outer"])
+        self.state = outer.from_json(self.rule, data["outer"])
         self.outer_step = int(data["outer_step"])
         self.inner_steps_total = int(data["inner_steps_total"])
         self.epochs_total = float(data["epochs_total"])
@@ -90,7 +94,7 @@ class FDSLearner:
             problem.train_batches(train_idx, epochs, draw),
             problem.eval_batches(val_idx, cfg.batch_size),
             horizon=horizon,
-            grad_clamp=cfg.grad_clamp,
+            optimizer=self.optimizer,
             group_size=cfg.group_size,
         )
         fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
@@ -100,10 +104,10 @@ class FDSLearner:
             metrics = val_test_metrics(fm, hg.params, hg.buffers, problem.eval_batches(val_idx), problem.test_batches())
         if metrics is None:  # NaN/inf in training, the hypergradients or the validation loss
             metrics = diverged_metrics(problem.data.num_classes)
-            self.state = outer.step_back(self.state)
+            self.state = self.rule.step_back(self.state)
         else:
-            self.state = outer.outer_update(cfg.outer_rule, self.state, outer.normalise(raw, horizon), cfg.bounds)
-            self.converged = cfg.outer_rule == "sign" and outer.converged(self.state)
+            self.state = self.rule.update(self.state, outer.normalise(raw, horizon), cfg.bounds)
+            self.converged = self.rule.converged(self.state)
         steps_run = len(hg.run.train_losses)
         self.outer_step += 1
         self.inner_steps_total += steps_run
@@ -151,7 +155,7 @@ class FDSLearner:
             model = problem.model()
             run = train(
                 model, schedule, problem.train_batches(None, epochs, RETRAIN_DRAW), horizon=epochs * steps_per_epoch,
-                grad_clamp=cfg.grad_clamp,
+                optimizer=self.optimizer,
             )
             self.epochs_total += len(run.train_losses) / steps_per_epoch
             failed = run.diverged or run.stalled
@@ -185,3 +189,35 @@ class FDSLearner:
                 seen.append(h["schedule_used"])
                 out.append(Schedule(h["schedule_used"]))
         return out
+
+
+class FDSRun:
+    """FDS as a :class:`~fds_tune.run.Run`: one outer step per :meth:`step`; the step that
+    finishes the run (converged or outer-step budget spent) also retrains."""
+
+    KIND = "fds"
+
+    def __init__(self, config: Mapping[str, Any] | FDSConfig, problem: Problem | None = None):
+        self.config = config if isinstance(config, FDSConfig) else fds_config(config)
+        self.learner = FDSLearner(self.config, problem if problem is not None else cached_problem(self.config.problem))
+
+    @property
+    def done(self) -> bool:
+        return self.learner.done
+
+    def step(self) -> dict[str, Any]:
+        result = {"method": "fds", "seed": self.config.seed, "preset": self.config.preset, **self.learner.step()}
+        if self.learner.done:
+            result.update(self.learner.retrain())
+            result["done"] = True
+        result["retrained"] = "retrain_test_acc" in result
+        return result
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.learner.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.learner.load_state_dict(state)

@@ -5,6 +5,11 @@ Each optimizer is an :class:`Optimizer`: the names of its hyperparameters, an
 and an ``update`` that is pure and out-of-place, so that ``torch.func.jvp`` can
 carry tangents through it with respect to parameters, state *and*
 hyperparameters.  Adding an optimizer to FDS means writing these two functions.
+
+Links compose optimizers, in the spirit of optax's ``chain``: :func:`clamped`
+wraps any optimizer so that its update first clamps the minibatch gradient
+elementwise (the paper's ``[-3, 3]``).  ``jvp`` differentiates the clamp
+exactly (its tangent is the gradient tangent masked where the clamp binds).
 """
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["Optimizer", "sgd", "adamw", "OPTIMIZERS", "get_optimizer"]
+from .validation import check_choice, check_number
+
+__all__ = ["Optimizer", "sgd", "adamw", "clamped", "OPTIMIZERS", "get_optimizer", "resolve_optimizer"]
 
 State = tuple[torch.Tensor, ...]
 Update = Callable[[torch.Tensor, State, torch.Tensor, Mapping[str, torch.Tensor], int], tuple[torch.Tensor, State]]
@@ -79,10 +86,27 @@ def adamw(*, eps: float = 1e-8) -> Optimizer:
     return Optimizer("adamw", ("lr", "beta1", "beta2", "weight_decay"), init, update)
 
 
+def clamped(inner: Optimizer, clamp: float) -> Optimizer:
+    """``inner`` whose update first clamps the gradient elementwise to ``[-clamp, clamp]``::
+
+        update(theta, state, g, h, t) = inner.update(theta, state, clamp(g, -c, c), h, t)
+    """
+    c = check_number("grad_clamp", clamp, low=0, low_open=True, rule="a finite number > 0 or None")
+
+    def update(params, state, grad, hypers, step):
+        return inner.update(params, state, grad.clamp(-c, c), hypers, step)
+
+    return Optimizer(f"clamped({inner.name}, {c:g})", inner.hyper_names, inner.init, update)
+
+
 OPTIMIZERS: dict[str, Callable[[], Optimizer]] = {"sgd": sgd, "sgd_nesterov": lambda: sgd(nesterov=True), "adamw": adamw}
 
 
 def get_optimizer(name: str) -> Optimizer:
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer: got {name!r}; allowed values are {sorted(OPTIMIZERS)}")
-    return OPTIMIZERS[name]()
+    return OPTIMIZERS[check_choice("optimizer", name, OPTIMIZERS)]()
+
+
+def resolve_optimizer(optimizer: str | Optimizer, grad_clamp: float | None = None) -> Optimizer:
+    """An :class:`Optimizer` from a name or an optimizer, wrapped in :func:`clamped` when ``grad_clamp`` is set."""
+    opt = optimizer if isinstance(optimizer, Optimizer) else get_optimizer(optimizer)
+    return opt if grad_clamp is None else clamped(opt, grad_clamp)

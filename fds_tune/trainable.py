@@ -1,52 +1,49 @@
-"""``FDSTrainable``: the FDS learner as a Ray Tune ``Trainable``.
+"""One Ray Tune shell for every run: :class:`RunTrainable`, and FDS's own, :class:`FDSTrainable`.
 
     tune.run(FDSTrainable, config={"preset": "digits"}, stop={"training_iteration": 3})
 
-Each ``step()`` is one outer step.  The step that finishes the run (converged
-or outer-step budget spent) also retrains the learned schedule from scratch and
-reports ``retrain_test_acc`` (unless ``retrain_epochs`` is 0).  Checkpoints are JSON only.
+A :class:`RunTrainable` holds one :class:`~fds_tune.run.Run` (``RUN(config)``) and
+only wires Ray's ``Trainable`` contract to it: ``step`` is the run's ``step``,
+checkpoints are the run's JSON-safe ``state_dict`` in one atomic JSON file
+(kind, format version and config checked on load).  For FDS each ``step()`` is
+one outer step; the step that finishes the run also retrains the learned
+schedule from scratch and reports ``retrain_test_acc`` (unless ``retrain_epochs`` is 0).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ray import tune
 
-from .checkpoint import load_json, save_json
-from .config import fds_config
-from .learner import FDSLearner
-from .problem import cached_problem
+from .checkpoint import FORMAT_VERSION, load_json, save_json
+from .learner import FDSRun
 
-__all__ = ["FDSTrainable"]
-
-FORMAT_VERSION = 1
+__all__ = ["RunTrainable", "FDSTrainable"]
 
 
-class FDSTrainable(tune.Trainable):
-    """One FDS run per trial; one outer step per ``step()``."""
+class RunTrainable(tune.Trainable):
+    """Ray Tune shell around a run class ``RUN``; subclasses only name it."""
+
+    RUN: ClassVar[type]
 
     def setup(self, config: dict[str, Any]) -> None:
-        self._build(config)
-
-    def _build(self, config: dict[str, Any]) -> None:
-        self.fds = fds_config(config)
-        self.learner = FDSLearner(self.fds, cached_problem(self.fds.problem))
+        self.run = self.RUN(config)
 
     def step(self) -> dict[str, Any]:
-        result = {"method": "fds", **self.learner.step()}
-        if self.learner.done:
-            result.update(self.learner.retrain())
-            result["done"] = True
-        result["retrained"] = "retrain_test_acc" in result
-        return result
+        return self.run.step()
 
-    def save_checkpoint(self, checkpoint_dir: str) -> dict:
-        save_json(checkpoint_dir, "fds", FORMAT_VERSION, self.fds.to_dict(), self.learner.state_dict())
-        return None
+    def save_checkpoint(self, checkpoint_dir: str) -> None:
+        save_json(checkpoint_dir, self.run.KIND, FORMAT_VERSION, self.run.config_dict(), self.run.state_dict())
 
-    def load_checkpoint(self, checkpoint: str | dict) -> None:
-        self.learner.load_state_dict(load_json(checkpoint, "fds", FORMAT_VERSION, self.fds.to_dict()))
+    def load_checkpoint(self, checkpoint: str) -> None:
+        self.run.load_state_dict(load_json(checkpoint, self.run.KIND, FORMAT_VERSION, self.run.config_dict()))
 
     def reset_config(self, new_config: dict[str, Any]) -> bool:
-        self._build(new_config)
+        self.setup(new_config)  # the cached problem is reused unless its keys changed
         return True
+
+
+class FDSTrainable(RunTrainable):
+    """One FDS run per trial (:class:`~fds_tune.learner.FDSRun`); one outer step per ``step()``."""
+
+    RUN = FDSRun

@@ -8,7 +8,7 @@ from fds_tune.config import PRESETS, FDSConfig, fds_config
 
 def test_preset_as_it_stands_and_overrides():
     assert fds_config({"preset": "digits"}) == PRESETS["digits"]
-    cfg = fds_config({"preset": "paper_cifar10", "seed": 3, "n_values": {"lr": 3}, "epochs": [1, 2]})
+    cfg = fds_config({"preset": "cifar10_paper", "seed": 3, "n_values": {"lr": 3}, "epochs": [1, 2]})
     assert cfg.model == "wrn-16-1" and cfg.seed == 3 and cfg.epochs == (1, 2)
     assert cfg.n_values == {"lr": 3, "momentum": 1, "weight_decay": 1}
     assert cfg.batch_size == 256 and cfg.grad_clamp == 3.0 and cfg.retrain_epochs == 50
@@ -16,7 +16,7 @@ def test_preset_as_it_stands_and_overrides():
 
 
 def test_paper_preset_matches_the_paper():
-    p = PRESETS["paper_cifar10"]
+    p = PRESETS["cifar10_paper"]
     assert (p.dataset, p.model, p.batch_size) == ("cifar10", "wrn-16-1", 256)
     assert p.n_values == {"lr": 7, "momentum": 1, "weight_decay": 1}
     assert p.epochs == (1,) + (10,) * 9
@@ -37,7 +37,7 @@ def test_paper_preset_matches_the_paper():
         ({"seed": -1}, "seed: got -1"),
         ({"device": "tpu"}, "device: got 'tpu'"),
         ({"n_values": {"lr": 0}}, r"n_values\['lr'\]: got 0"),
-        ({"n_values": {"beta1": 2}}, "kind 'beta1' is not known"),
+        ({"n_values": {"beta1": 2}}, r"n_values\['beta1'\]: got 2; must be given for a known kind"),
         ({"n_values": 5}, "n_values: got 5"),
         ({"step_size": {"lr": -0.1}}, r"step_size\['lr'\]: got -0.1"),
         ({"bounds": {"momentum": [1.0, 0.0]}}, r"bounds\['momentum'\]"),
@@ -66,3 +66,6 @@ def test_to_dict_round_trips():
     d = cfg.to_dict()
     assert fds_config(d) == cfg
     assert d["bounds"]["lr"] == [0.0, math.inf]
+    assert d["preset"] == "fashion_mnist"  # every preset carries its name, and results report it
+    by_hand = FDSConfig(model="mlp", seed=2)
+    assert by_hand.preset is None and fds_config(by_hand.to_dict()) == by_hand

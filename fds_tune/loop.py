@@ -1,0 +1,98 @@
+"""The one inner loop: plain training, forward mode and HD all run through :func:`inner_loop`.
+
+Read top to bottom, one inner step is::
+
+    for t, (x, y) in take(batches, horizon):
+        theta, carry, loss, stats = step(t, x, y, theta, buffers, carry)   # the method's pure step
+        buffers = update_buffers(buffers, stats)                            # BatchNorm running statistics
+        stop if the loss or the weights are not finite                      # divergence ends the run
+
+What differs between methods is only ``step`` and what it carries: the
+optimizer state (plain training), plus the tangents (forward mode), plus the
+hyperparameters and their one-step direction (HD).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
+
+import torch
+
+from .functional_model import FunctionalModel
+from .validation import check_int
+
+__all__ = ["Batch", "LoopEnd", "run_length", "take", "all_finite", "inner_loop"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+Step = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, dict, Any], tuple[torch.Tensor, Any, torch.Tensor, dict]]
+
+
+class LoopEnd(NamedTuple):
+    """Where a loop ended: flat weights, buffers, the step's carry, per-step losses, divergence."""
+
+    theta: torch.Tensor
+    buffers: dict[str, torch.Tensor]
+    carry: Any
+    losses: list[float]
+    diverged: bool
+
+
+def run_length(batches: Iterable[Batch], horizon: int | None) -> int:
+    """The number of inner steps: ``len(batches)`` unless ``horizon`` is given (required for plain iterables)."""
+    if horizon is None:
+        if not hasattr(batches, "__len__"):
+            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable of batches")
+        horizon = len(batches)
+    check_int("horizon", horizon, 1, rule="a positive int (number of inner steps)")
+    if hasattr(batches, "__len__") and len(batches) < horizon:
+        n = len(batches)  # the same words as when an iterable runs out during the run
+        raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {n} batches (it holds only {n})")
+    return horizon
+
+
+def take(batches: Iterable[Batch], horizon: int) -> Iterator[tuple[int, Batch]]:
+    """``(t, batch)`` for the first ``horizon`` batches; a clear error if there are fewer."""
+    it = iter(batches)
+    for t in range(horizon):
+        try:
+            yield t, next(it)
+        except StopIteration:
+            raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {t} batches") from None
+
+
+def all_finite(*tensors: torch.Tensor) -> bool:
+    """No NaN or inf in any of ``tensors``."""
+    return all(bool(torch.isfinite(x).all()) for x in tensors)
+
+
+def inner_loop(
+    fm: FunctionalModel,
+    theta: torch.Tensor,
+    buffers: dict[str, torch.Tensor],
+    carry: Any,
+    batches: Iterable[Batch],
+    horizon: int,
+    step: Step,
+    *,
+    forward_mode: bool = False,
+) -> LoopEnd:
+    """Run ``step`` over ``horizon`` batches; stop early when the loss or the weights become non-finite.
+
+    ``step(t, x, y, theta, buffers, carry) -> (theta, carry, loss, stats)`` is one
+    pure inner step (``t`` counts from 0 within this loop); ``stats`` are the
+    BatchNorm batch statistics that :meth:`FunctionalModel.update_buffers` folds
+    into the running ones.  ``forward_mode`` selects BatchNorm's forward-mode
+    kernels (:meth:`FunctionalModel.batch_statistics`).
+    """
+    losses: list[float] = []
+    diverged = False
+    with fm.batch_statistics(forward_mode=forward_mode):
+        for t, (x, y) in take(batches, horizon):
+            theta, carry, loss, stats = step(t, x, y, theta, buffers, carry)
+            buffers = fm.update_buffers(buffers, stats)
+            losses.append(float(loss))
+            if not (math.isfinite(losses[-1]) and all_finite(theta)):
+                diverged = True
+                break
+    return LoopEnd(theta, buffers, carry, losses, diverged)

@@ -1,0 +1,163 @@
+"""One run protocol for every method, and the base of the single-training-run methods.
+
+A *run* is one trial's work, advanced one result at a time, with no Ray in it::
+
+    run = SomeRun(config)            # validates the config once
+    while not run.done:
+        result = run.step()          # one result (the columns of fds_tune.results)
+    state = run.state_dict()         # JSON-safe: continues bit for bit after
+    run.load_state_dict(state)       #   SomeRun(config).load_state_dict(state)
+
+FDS (:class:`~fds_tune.learner.FDSRun`), the black-box schedule runs, HD and
+greedy forward mode are runs; one Ray Tune shell
+(:class:`~fds_tune.trainable.RunTrainable`) wraps any of them.
+
+:class:`TrainingRun` is what the single-training-run methods share: the
+problem's data, fixed split ``problem.split(0)``, seeded network, starting
+state, evaluation, the result's common columns, and the state dict.  A subclass
+says how many inner steps one result takes (:meth:`TrainingRun.steps_now`) and
+how to take them (:meth:`TrainingRun.advance`).
+"""
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import decode_tensors, encode_tensors
+from .functional_model import FunctionalModel, TrainState, val_test_metrics
+from .optim import sgd
+from .problem import ProblemConfig, cached_problem
+from .results import EPOCHS, SECONDS, diverged_metrics
+
+__all__ = ["Run", "RunConfig", "TrainingRun"]
+
+
+@runtime_checkable
+class Run(Protocol):
+    """What every method's run speaks.
+
+    ``KIND`` names its checkpoints; ``config_dict()`` is its validated config as
+    JSON (a checkpoint written for another config is refused).
+    """
+
+    KIND: ClassVar[str]
+
+    def step(self) -> dict[str, Any]: ...
+
+    @property
+    def done(self) -> bool: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None: ...
+
+    def config_dict(self) -> dict[str, Any]: ...
+
+
+class RunConfig(Protocol):
+    """What :class:`TrainingRun` reads from a validated config."""
+
+    problem: ProblemConfig
+    preset: str | None
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class TrainingRun:
+    """One training run on the shared problem, advanced ``steps_now()`` inner steps per :meth:`step`.
+
+    Epoch ``e`` draws its batch order from ``problem.train_batches(train_idx, 1, draw=e)``,
+    a generator seeded from ``(problem seed, e)``: no RNG state needs saving, and a
+    paused and resumed run continues bit for bit.
+    """
+
+    KIND: ClassVar[str]
+    METHOD: ClassVar[str]  # the result's ``method`` unless the config says otherwise
+
+    def __init__(self, config: RunConfig):
+        self.config = config
+        self.problem = cached_problem(config.problem)
+        self.model = self.problem.model()
+        self.fm = FunctionalModel(self.model, F.cross_entropy)
+        self.train_idx, self.val_idx = self.problem.split(0)
+        self.val_batches = self.problem.eval_batches(self.val_idx)
+        self.test_batches = self.problem.test_batches()
+        self.steps_per_epoch = self.problem.steps_per_epoch(len(self.train_idx))
+        self.state: TrainState = self.fm.start_state(sgd().init)
+        self.compute_s = 0.0
+        self.diverged = False
+
+    # ---- what a method says ----------------------------------------------------------
+    @property
+    def horizon(self) -> int:
+        """Inner steps of the whole run."""
+        raise NotImplementedError
+
+    def steps_now(self) -> int:
+        """Inner steps the next :meth:`step` takes (at most what is left)."""
+        raise NotImplementedError
+
+    def advance(self, batches: Iterator[tuple[torch.Tensor, torch.Tensor]], n: int) -> tuple[dict[str, Any], bool]:
+        """Take ``n`` inner steps from ``self.state`` (updating it); return (extra result columns, diverged)."""
+        raise NotImplementedError
+
+    def method_state(self) -> dict[str, Any]:
+        """The method's own part of the state dict (tensors allowed)."""
+        return {}
+
+    def load_method_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    # ---- the protocol ----------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.diverged or self.state.step >= self.horizon
+
+    def step(self) -> dict[str, Any]:
+        """Take this step's inner steps, evaluate, and report the common columns."""
+        if self.done:
+            raise RuntimeError(f"step: the run is finished (step {self.state.step} of {self.horizon}, diverged={self.diverged})")
+        t0 = time.perf_counter()
+        first = self.state.step
+        n = min(self.steps_now(), self.horizon - first)
+        extra, diverged = self.advance(self.batches(first, n), n)
+        metrics = None if diverged else val_test_metrics(self.fm, self.state.params, self.state.buffers, self.val_batches, self.test_batches)
+        self.compute_s += time.perf_counter() - t0
+        self.diverged = metrics is None
+        return {
+            "method": getattr(self.config, "method", self.METHOD),
+            "seed": self.config.problem.seed,
+            "preset": self.config.preset,
+            **(metrics or diverged_metrics(self.problem.data.num_classes)),
+            EPOCHS: self.state.step / self.steps_per_epoch,
+            SECONDS: self.compute_s,
+            **extra,
+            "done": self.done,
+        }
+
+    def batches(self, first: int, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of global steps ``first .. first + n - 1``; epoch ``e`` is drawn with ``draw=e``."""
+        epoch, skip = divmod(first, self.steps_per_epoch)
+        while n > 0:
+            take = min(n, self.steps_per_epoch - skip)
+            yield from itertools.islice(self.problem.train_batches(self.train_idx, 1, draw=epoch), skip, skip + take)
+            epoch, skip, n = epoch + 1, 0, n - take
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def state_dict(self) -> dict[str, Any]:
+        params, buffers, opt_state, step = self.state
+        tensors = {"params": dict(params), "buffers": dict(buffers), "opt_state": list(opt_state)}
+        return encode_tensors({"step": step, "compute_s": self.compute_s, "diverged": self.diverged, **tensors, **self.method_state()})
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        state = decode_tensors(state, self.problem.device)
+        self.state = TrainState(state["params"], state["buffers"], tuple(state["opt_state"]), int(state["step"]))
+        self.compute_s, self.diverged = float(state["compute_s"]), bool(state["diverged"])
+        self.load_method_state(state)
