@@ -1,7 +1,9 @@
-"""The ``fds-tune`` command line: a thin shell over :mod:`fds_tune.compare`.
+"""The ``fds-tune`` command line: a thin shell over :mod:`experiments.compare`.
 
     fds-tune compare --preset digits [--seeds K] [--budget EPOCHS] [--methods fds bohb ...] [--range lr=0,0.3] [--out DIR] [--resume]
     fds-tune report DIR          # rebuild CSV, table and plots from DIR/ray without running anything
+
+Every error is one line on stderr, ``fds-tune: error: ...``, with exit status 2.
 """
 from __future__ import annotations
 
@@ -9,43 +11,81 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Callable
+
+from fds_tune.results import METHODS
+from fds_tune.validation import check, check_int, check_number
+
+from experiments.compare import COMPARE_PRESETS, compare, write_report
 
 __all__ = ["main"]
 
+PROG = "fds-tune"
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad option is one line (``fds-tune: error: ...``, exit 2) instead of the usage and the error."""
+
+    def error(self, message: str):
+        self.exit(2, f"{PROG}: error: {message} (see '{self.prog} --help')\n")
+
 
 def _parser() -> argparse.ArgumentParser:
-    from .compare import COMPARE_PRESETS, METHODS
-
-    p = argparse.ArgumentParser(prog="fds-tune", description="Gradient-based HPO over long horizons (FDS), compared with black-box and greedy HPO.")
+    p = _OneLineParser(prog=PROG, description="Gradient-based HPO over long horizons (FDS), compared with black-box and greedy HPO.")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="run FDS and the baselines on one preset; write results, a table and plots")
     c.add_argument("--preset", required=True, choices=sorted(COMPARE_PRESETS))
-    c.add_argument("--seeds", type=_positive_int, default=1, help="seeds per method (default 1)")
-    c.add_argument("--budget", type=_positive_float, default=None, help="training epochs per black-box method (default: the preset's)")
-    c.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD", help=f"from {', '.join(METHODS)} (default: all)")
-    c.add_argument("--max-epochs", type=_positive_int, default=None, help="epochs of one black-box trial and of an HD/greedy run")
-    c.add_argument("--samples", type=_positive_int, default=None, help="black-box trials per method")
+    c.add_argument("--seeds", type=_checked(int, check_int, minimum=1), default=1, help="seeds per method (default 1)")
     c.add_argument(
-        "--set", action="append", default=[], type=_key_value, metavar="KEY=VALUE",
+        "--budget", type=_checked(float, check_number, low=0, low_open=True), default=None,
+        help="training epochs per black-box method (default: the preset's)",
+    )
+    c.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD", help=f"from {', '.join(METHODS)} (default: all)")
+    c.add_argument("--max-epochs", type=_checked(int, check_int, minimum=1), default=None, help="epochs of one black-box trial and of an HD/greedy run")
+    c.add_argument("--samples", type=_checked(int, check_int, minimum=1), default=None, help="black-box trials per method")
+    c.add_argument(
+        "--set", action="append", default=[], type=_checked(_key_value), metavar="KEY=VALUE",
         help="override a key of the FDS preset for every method (VALUE is JSON, e.g. epochs=[1,2] or data_root=\"/data\")",
     )
     c.add_argument(
-        "--range", action="append", default=[], type=_kind_range, metavar="KIND=LOW,HIGH", dest="ranges",
+        "--range", action="append", default=[], type=_checked(_kind_range), metavar="KIND=LOW,HIGH", dest="ranges",
         help="black-box search range of one kind, e.g. lr=0,0.3 (default: the preset's; the paper's lr=0,1 momentum=0,0.99 weight_decay=0,0.003)",
     )
     c.add_argument("--out", default=None, help="output directory (default: results/PRESET)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
     c.add_argument("--address", default=None, help="an existing Ray cluster to run on (e.g. 'auto' or HOST:PORT); default: a local Ray")
-    c.add_argument("--cpus", type=_positive_int, default=None, help="CPUs for a local Ray (default: all)")
+    c.add_argument("--cpus", type=_checked(int, check_int, minimum=1), default=None, help="CPUs for a local Ray (default: all)")
     r = sub.add_parser("report", help="rebuild results.csv, the table and the plots from a comparison directory")
     r.add_argument("out")
     return p
 
 
+ARG = "value"  # the key the checks below name; argparse names the option itself ("argument --seeds: got 0; ...")
+
+
+def _checked(parse: Callable[[str], object], checker: Callable | None = None, **rule) -> Callable[[str], object]:
+    """An argparse ``type``: ``parse`` the text, then ``checker(ARG, value, **rule)`` (a :mod:`fds_tune.validation`
+    helper; text that does not parse goes to it as it is, so that it says what was expected).  The
+    ``ValueError`` becomes argparse's error, in the one message form less the key."""
+
+    def convert(text: str):
+        try:
+            if checker is None:
+                return parse(text)
+            try:
+                value = parse(text)
+            except ValueError:
+                value = text
+            return checker(ARG, value, **rule)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix(f"{ARG}: ")) from None
+
+    return convert
+
+
 def _key_value(text: str) -> tuple[str, object]:
     key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"got {text!r}; must be KEY=VALUE")
+    check(ARG, text, bool(sep and key), "KEY=VALUE")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -55,41 +95,23 @@ def _key_value(text: str) -> tuple[str, object]:
 
 def _kind_range(text: str) -> tuple[str, tuple[float, float]]:
     kind, sep, raw = text.partition("=")
+    bounds = raw.split(",")
     try:
-        low, high = (float(x) for x in raw.split(","))
+        low, high = float(bounds[0]), float(bounds[-1])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}; must be KIND=LOW,HIGH, e.g. lr=0,0.3") from None
-    if not sep or not kind:
-        raise argparse.ArgumentTypeError(f"got {text!r}; must be KIND=LOW,HIGH, e.g. lr=0,0.3")
+        low = high = None
+    check(ARG, text, bool(sep and kind) and len(bounds) == 2 and low is not None, "KIND=LOW,HIGH, e.g. lr=0,0.3")
     return kind, (low, high)
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}; must be an int >= 1") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"got {value}; must be an int >= 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"got {text!r}; must be a number > 0") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"got {text!r}; must be a finite number > 0")
-    return value
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
-    from .compare import compare, write_report
-
     try:
         if args.command == "compare":
             compare(
@@ -108,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             write_report(args.out)
-    except ValueError as err:
-        print(f"fds-tune: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as err:  # bad input or missing files (CheckpointError is a ValueError)
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return 2
     return 0
 

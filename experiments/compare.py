@@ -23,6 +23,7 @@ said so and run again from scratch.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import shutil
@@ -32,16 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import ray
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from .config import PRESETS, fds_config
-from .results import EPOCHS, METRIC, MODE
+import analysis
+from baselines import SpaceConfig, get_baseline
+from baselines.greedy import GREEDY_METHODS as GREEDY_TRAINABLES
+from baselines.greedy import SHARED_KEYS
+from fds_tune import PRESETS, FDSConfig, FDSTrainable, fds_config
+from fds_tune.results import BLACK_BOX_METHODS, EPOCHS, GREEDY_METHODS, METHODS, METRIC, MODE
+from fds_tune.validation import check, check_choice, check_int, check_number, fail
 
-__all__ = ["METHODS", "COMPARE_PRESETS", "CompareSpec", "compare", "Progress"]
+__all__ = ["COMPARE_PRESETS", "CompareSpec", "compare", "write_report", "search_space", "Progress"]
 
-METHODS: tuple[str, ...] = ("fds", "random", "hyperband", "bohb", "tpe", "optuna", "asha", "hd", "greedy")
-BLACK_BOX = ("random", "hyperband", "bohb", "tpe", "optuna", "asha")
-GREEDY = ("hd", "greedy")
 DONE_MARKER = ".fds_tune_done"
 # Methods Ray Tune cannot restore after a killed driver (see baselines/hyperband.py, baselines/bohb.py).
 NOT_RESUMABLE = {
@@ -61,40 +67,35 @@ QUIET_ENV = {
 
 @dataclass(frozen=True)
 class CompareSpec:
-    """What one comparison preset runs."""
+    """What one comparison preset runs, besides its FDS preset (the key it has in :data:`COMPARE_PRESETS`)."""
 
-    fds_preset: str  # FDS preset: problem, shared values, horizons
     max_epochs: int  # epochs of one black-box trial (and of an HD / greedy run)
     num_samples: int  # black-box trials per method (HyperBand/BOHB/ASHA stop many early)
     budget_epochs: float  # black-box training epochs per method, all trials together
-    fds_overrides: Mapping[str, Any] = field(default_factory=dict)
+    fds_overrides: Mapping[str, Any] = field(default_factory=dict)  # keys of the FDS preset changed for every method
     # black-box search range per kind, over the defaults of baselines.SpaceConfig (the paper's wide ranges)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self):
-        if self.fds_preset not in PRESETS:
-            raise ValueError(f"fds_preset: got {self.fds_preset!r}; allowed values are {sorted(PRESETS)}")
-        for key in ("max_epochs", "num_samples"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{key}: got {v!r}; must be an int >= 1")
-        if isinstance(self.budget_epochs, bool) or not isinstance(self.budget_epochs, (int, float)) or not self.budget_epochs > 0:
-            raise ValueError(f"budget: got {self.budget_epochs!r}; must be a number of epochs > 0")
+        check_int("max_epochs", self.max_epochs, minimum=1)
+        check_int("num_samples", self.num_samples, minimum=1)
+        check_number("budget_epochs", self.budget_epochs, low=0, low_open=True)
 
 
+# Keyed by the FDS presets (fds_tune.config.PRESETS): a comparison preset is an FDS preset plus
+# the black-box budget and ranges.
 COMPARE_PRESETS: dict[str, CompareSpec] = {
     # The embedded default: every method in a few minutes on 2 CPU cores (`make run`).
-    "digits": CompareSpec("digits", max_epochs=10, num_samples=16, budget_epochs=120),
+    "digits": CompareSpec(max_epochs=10, num_samples=16, budget_epochs=120),
     # The CPU benchmark: about an hour on 2 cores.  LeNet has no BatchNorm: in the paper's wide
     # ranges (lr up to 1, momentum up to 0.99) nearly every black-box trial collapses, so the
     # black-box methods search lr in [0, 0.3] and momentum in [0, 0.9] (a hand-tuned lr of 0.3
     # with momentum 0.9 already diverges).  FDS learns from zero without a range.
-    "fashion_mnist": CompareSpec(
-        "fashion_mnist", max_epochs=3, num_samples=24, budget_epochs=48, ranges={"lr": (0.0, 0.3), "momentum": (0.0, 0.9)}
-    ),
+    "fashion_mnist": CompareSpec(max_epochs=3, num_samples=24, budget_epochs=48, ranges={"lr": (0.0, 0.3), "momentum": (0.0, 0.9)}),
     # The paper's CIFAR-10 / WRN-16-1 setup, for a GPU machine.
-    "cifar10_paper": CompareSpec("paper_cifar10", max_epochs=50, num_samples=64, budget_epochs=1600),
+    "cifar10_paper": CompareSpec(max_epochs=50, num_samples=64, budget_epochs=1600),
 }
+check("COMPARE_PRESETS", sorted(COMPARE_PRESETS), set(COMPARE_PRESETS) <= set(PRESETS), f"FDS preset names, from {sorted(PRESETS)}")
 
 
 class Progress(tune.Callback):
@@ -145,84 +146,54 @@ class Progress(tune.Callback):
         )
 
 
-def _loggers():
-    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+def _experiment(method: str, seed: int, preset: str, spec: CompareSpec, budget: float, storage: Path, progress: Progress):
+    """(trainable, tuner factory) for one method and seed.
 
-    return [JsonLoggerCallback(), CSVLoggerCallback()]
-
-
-def _experiment(method: str, seed: int, spec: CompareSpec, budget: float, storage: Path, progress: Progress):
-    """(trainable, tuner factory) for one method and seed."""
-    from ray import tune
-
-    fds = fds_config({"preset": spec.fds_preset, **spec.fds_overrides, "seed": seed})
+    The FDS preset is resolved once, here: every method's trials get explicit values (FDS its whole
+    config, HD and greedy the keys they share with it, black-box the problem and clamp), and each
+    result carries ``seed`` and ``preset``.
+    """
+    fds = fds_config({"preset": preset, **spec.fds_overrides, "seed": seed})
     name = f"{method}-seed{seed}"
-    run_config = dict(
-        name=name,
-        storage_path=str(storage),
-        verbose=0,
-        callbacks=[*_loggers(), progress],
-        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1),
-        failure_config=tune.FailureConfig(max_failures=2),
-    )
-    if method in BLACK_BOX:
-        from baselines import SpaceConfig, get_baseline
-
+    if method in BLACK_BOX_METHODS:
         setup = get_baseline(method).build(
-            _space(fds, spec),
+            search_space(fds, spec),
             fds.problem,
             max_epochs=spec.max_epochs,
             num_samples=spec.num_samples,
             seed=seed,
             grad_clamp=fds.grad_clamp,
+            preset=preset,
         )
         trainable = tune.with_resources(setup.trainable, {"cpu": 1})
         return trainable, lambda: setup.tuner(
             storage_path=storage, name=name, budget_epochs=budget, callbacks=[progress], checkpoint_frequency=1, max_failures=2
         )
-    if method == "fds":
-        trainable, space = _fds_trainable(), {**{k: v for k, v in spec.fds_overrides.items()}, "preset": spec.fds_preset, "seed": seed}
-    elif method in GREEDY:
-        from baselines.greedy import GREEDY_METHODS
-
-        trainable = GREEDY_METHODS[method]
-        space = {**_greedy_keys(spec.fds_overrides), "preset": spec.fds_preset, "seed": seed, "epochs": spec.max_epochs}
-    else:
-        raise ValueError(f"methods: got {method!r}; allowed values are {list(METHODS)}")
+    if method in GREEDY_METHODS:
+        trainable = GREEDY_TRAINABLES[method]
+        space = {**{k: v for k, v in fds.to_dict().items() if k in SHARED_KEYS}, "epochs": spec.max_epochs}
+    else:  # FDS
+        trainable, space = FDSTrainable, fds.to_dict()
     trainable = tune.with_resources(trainable, {"cpu": 1})
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=str(storage),
+        verbose=0,
+        callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), progress],
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1),
+        failure_config=tune.FailureConfig(max_failures=2),
+    )
     return trainable, lambda: tune.Tuner(
-        trainable,
-        param_space=space,
-        tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=1),
-        run_config=tune.RunConfig(**run_config),
+        trainable, param_space=space, tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=1), run_config=run_config
     )
 
 
-def _space(fds, spec: CompareSpec):
-    """The black-box search space: FDS's number of shared values, the spec's ranges."""
-    from baselines import SpaceConfig
-
+def search_space(fds: FDSConfig, spec: CompareSpec) -> SpaceConfig:
+    """The black-box search space: FDS's number of shared values per kind, the spec's ranges over the defaults."""
     return SpaceConfig(sizes=dict(fds.n_values), ranges={**SpaceConfig().ranges, **spec.ranges})
 
 
-def _greedy_keys(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The overrides that HD and greedy forward mode share with FDS (problem, init, bounds, clamp)."""
-    from baselines.greedy import SHARED_KEYS
-
-    return {k: v for k, v in overrides.items() if k in SHARED_KEYS and k != "epochs"}
-
-
-def _fds_trainable():
-    from .trainable import FDSTrainable
-
-    return FDSTrainable
-
-
 def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
-    import logging
-
-    import ray
-
     for k, v in QUIET_ENV.items():
         os.environ.setdefault(k, v)
     for name in ("ray", "ray.tune", "ray.train", "optuna"):  # progress comes from our callback, not log lines
@@ -236,8 +207,6 @@ def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
 
 
 def _run_one(method: str, path: Path, make_trainable_and_tuner, resume: bool, log: Callable[[str], None]) -> None:
-    from ray import tune
-
     trainable, make_tuner = make_trainable_and_tuner
     if (path / DONE_MARKER).exists():
         log(f"[{path.name}] already finished; kept")
@@ -282,8 +251,7 @@ def compare(
     ``num_samples`` change the black-box trials' epochs and number; ``ranges``
     (kind -> (low, high)) change the black-box search ranges.
     """
-    if preset not in COMPARE_PRESETS:
-        raise ValueError(f"preset: got {preset!r}; allowed values are {sorted(COMPARE_PRESETS)}")
+    check_choice("preset", preset, COMPARE_PRESETS)
     spec = COMPARE_PRESETS[preset]
     spec = dataclasses.replace(
         spec,
@@ -292,40 +260,38 @@ def compare(
         num_samples=spec.num_samples if num_samples is None else num_samples,
         ranges={**spec.ranges, **dict(ranges or {})},
     )
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds: got {seeds!r}; must be an int >= 1")
+    check_int("seeds", seeds, minimum=1)
     methods = list(methods)
-    bad = [m for m in methods if m not in METHODS]
-    if bad or not methods or len(set(methods)) != len(methods):
-        raise ValueError(f"methods: got {methods!r}; must be distinct names from {list(METHODS)}")
-    budget = spec.budget_epochs if budget_epochs is None else budget_epochs
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-        raise ValueError(f"budget: got {budget!r}; must be a number of epochs > 0")
+    check(
+        "methods", methods, bool(methods) and set(methods) <= set(METHODS) and len(set(methods)) == len(methods),
+        f"a non-empty list of distinct names from {list(METHODS)}",
+    )
+    budget = check_number("budget_epochs", spec.budget_epochs if budget_epochs is None else budget_epochs, low=0, low_open=True)
     out = Path(out).absolute()
     storage = out / "ray"
     if storage.exists() and any(storage.iterdir()) and not resume:
-        raise ValueError(f"out: {out} already holds results; pass resume=True (--resume) to continue them, or choose another --out")
-    _space(fds_config({"preset": spec.fds_preset, **spec.fds_overrides}), spec)  # validate before any training
+        fail("out", str(out), "a directory without results (pass resume=True, --resume, to continue them, or choose another --out)")
+    search_space(fds_config({"preset": preset, **spec.fds_overrides}), spec)  # validate before any training
     storage.mkdir(parents=True, exist_ok=True)
     _ensure_ray(address, num_cpus)
     started = time.time()
     for seed in range(seeds):
         for method in methods:
-            expected = spec.num_samples if method in BLACK_BOX else 1
-            progress = Progress(f"{method} seed {seed}", expected, budget if method in BLACK_BOX else None, started=time.time())
+            black_box = method in BLACK_BOX_METHODS
+            progress = Progress(f"{method} seed {seed}", spec.num_samples if black_box else 1, budget if black_box else None)
             log(f"== {method}, seed {seed} ({time.time() - started:.0f}s elapsed)")
             path = storage / f"{method}-seed{seed}"
-            _run_one(method, path, _experiment(method, seed, spec, budget, storage, progress), resume, log)
+            _run_one(method, path, _experiment(method, seed, preset, spec, budget, storage, progress), resume, log)
     return write_report(out, log=log)
 
 
 def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Results CSV, table and plots from the experiments under ``out/ray`` (no Ray needed)."""
-    import pandas as pd
-
-    import analysis
-
     out = Path(out)
+    check(
+        "out", str(out), (out / "ray").is_dir(),
+        f"a comparison directory holding results in {out / 'ray'} (from 'fds-tune compare --out {out}'); run a comparison first",
+    )
     df = analysis.load_results(out / "ray")
     csv = out / "results.csv"
     df.to_csv(csv, index=False)
@@ -333,10 +299,10 @@ def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> 
     (out / "table.md").write_text(analysis.to_markdown(table) + "\n")
     (out / "table.tex").write_text(analysis.to_latex(table) + "\n")
     plots = {"regret": analysis.plot_regret(df, out / "regret.png")}
-    for name, fn in (("schedules", analysis.plot_schedules), ("hypergradients", analysis.plot_hypergradients)):
-        if "fds" in set(df["method"]):
-            plots[name] = fn(df, out / f"{name}.png")
-    if set(GREEDY) & set(df["method"]):
+    if "fds" in set(df["method"]):
+        plots["schedules"] = analysis.plot_schedules(df, out / "schedules.png")
+        plots["hypergradients"] = analysis.plot_hypergradients(df, out / "hypergradients.png")
+    if set(GREEDY_METHODS) & set(df["method"]):
         plots["greedy"] = analysis.plot_greedy_trajectories(df, out / "greedy.png")
     log("\n" + analysis.to_markdown(table))
     log(f"\nresults: {csv}\ntable:   {out / 'table.md'}\nplots:   " + ", ".join(str(p) for p in plots.values()))

@@ -8,7 +8,7 @@ import json
 import time
 
 from fds_tune import FDSLearner, Problem, fds_config
-from fds_tune.handtuned import hand_tuned
+from experiments.handtuned import hand_tuned
 
 
 def main(argv=None):

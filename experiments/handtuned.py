@@ -12,10 +12,9 @@ from collections.abc import Sequence
 
 import torch
 
-from .engine import train
-from .functional_model import FunctionalModel
-from .problem import Problem
-from .schedule import Schedule
+from fds_tune import Problem, Schedule, train
+from fds_tune.functional_model import FunctionalModel
+from fds_tune.validation import check, check_int, check_number, check_optional, is_number
 
 __all__ = ["cosine_schedule", "hand_tuned"]
 
@@ -48,7 +47,18 @@ def hand_tuned(
     weight_decay: float = 5e-4,
     grad_clamp: float | None = None,
 ) -> dict:
-    """Grid-search the peak lr of a cosine schedule on validation accuracy; retrain the best; test it."""
+    """Grid-search the peak lr of a cosine schedule on validation accuracy; retrain the best; test it.
+
+    Returns ``grid`` (``lr``, ``val_acc`` of each grid point; a diverged run scores 0), ``best_lr``,
+    ``test_acc`` of the retrained best and the fixed ``momentum``, ``weight_decay`` and ``epochs``.
+    """
+    check("problem", problem, isinstance(problem, Problem), "a fds_tune.Problem")
+    check_int("epochs", epochs, minimum=1)
+    finite_positive = isinstance(lrs, (list, tuple)) and all(is_number(lr) and 0 < lr < math.inf for lr in lrs)
+    check("lrs", lrs, finite_positive and len(lrs) > 0, "a non-empty list of finite numbers > 0")
+    check_number("momentum", momentum, low=0, high=1, high_open=True)
+    check_number("weight_decay", weight_decay, low=0)
+    check_optional("grad_clamp", grad_clamp, check_number, low=0, low_open=True)
     train_idx, val_idx = problem.split(0)
     grid = []
     for lr in lrs:

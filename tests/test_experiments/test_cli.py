@@ -1,0 +1,86 @@
+"""experiments/cli.py: every error is one line on stderr, ``fds-tune: error: ...``, with exit status 2."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from experiments import cli
+from experiments.cli import main
+
+ONE_LINE_ERROR = re.compile(r"fds-tune: error: [^\n]+\n")
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--preset", "imagenet"], "invalid choice: 'imagenet'"),
+        (["--preset", "digits", "--methods", "gridsearch"], "invalid choice: 'gridsearch'"),
+        (["--preset", "digits", "--seeds", "0"], "argument --seeds: got 0; must be an int >= 1"),
+        (["--preset", "digits", "--seeds", "two"], "argument --seeds: got 'two'; must be an int >= 1"),
+        (["--preset", "digits", "--budget", "-3"], r"argument --budget: got -3.0; must be a finite number > 0"),
+        (["--preset", "digits", "--budget", "inf"], r"argument --budget: got inf; must be a finite number > 0"),
+        (["--preset", "digits", "--set", "epochs"], "argument --set: got 'epochs'; must be KEY=VALUE"),
+        (["--preset", "digits", "--range", "lr=0.3"], "argument --range: got 'lr=0.3'; must be KIND=LOW,HIGH"),
+        (["--preset", "digits", "--range", "lr=a,b"], "argument --range: got 'lr=a,b'; must be KIND=LOW,HIGH"),
+        (["--preset", "digits", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_bad_arguments_exit_with_a_clear_message(argv, match, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert ONE_LINE_ERROR.fullmatch(err), err
+    assert re.search(match, err)
+    assert err.rstrip().endswith("(see 'fds-tune compare --help')")
+
+
+def test_arguments_reach_compare_as_values(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "compare", lambda preset, **kwargs: calls.append((preset, kwargs)))
+    argv = ["compare", "--preset", "digits", "--seeds", "2", "--budget", "4", "--methods", "fds", "hd", "--set", "epochs=[1,2]",
+            "--set", "data_root=/data", "--range", "lr=0,0.3", "--out", "o"]
+    assert cli.main(argv) == 0
+    ((preset, kwargs),) = calls
+    assert preset == "digits"
+    assert kwargs == {
+        "out": "o", "seeds": 2, "methods": ["fds", "hd"], "budget_epochs": 4.0, "max_epochs": None, "num_samples": None,
+        "overrides": {"epochs": [1, 2], "data_root": "/data"}, "ranges": {"lr": (0.0, 0.3)}, "resume": False, "address": None,
+        "num_cpus": None,
+    }
+
+
+def _report_error(out, capsys) -> str:
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert ONE_LINE_ERROR.fullmatch(err), err
+    return err
+
+
+def test_report_on_a_missing_directory_says_how_to_get_results(tmp_path, capsys):
+    out = tmp_path / "nowhere"
+    err = _report_error(out, capsys)
+    assert err == (
+        f"fds-tune: error: out: got '{out}'; must be a comparison directory holding results in {out / 'ray'} "
+        f"(from 'fds-tune compare --out {out}'); run a comparison first\n"
+    )
+
+
+def test_report_on_an_empty_directory_says_how_to_get_results(tmp_path, capsys):
+    err = _report_error(tmp_path, capsys)
+    assert f"must be a comparison directory holding results in {tmp_path / 'ray'}" in err and "run a comparison first" in err
+
+
+def test_report_on_a_comparison_without_results_yet(tmp_path, capsys):
+    (tmp_path / "ray" / "fds-seed0").mkdir(parents=True)  # killed before any trial reported
+    assert "paths: no trial results" in _report_error(tmp_path, capsys)
+
+
+def test_the_command_prints_one_line_and_exits_2(tmp_path):
+    """As a process (``python -m experiments.cli``, what the ``fds-tune`` script runs): no traceback."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.cli", "report", str(tmp_path / "nowhere")], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert ONE_LINE_ERROR.fullmatch(proc.stderr), proc.stderr
