@@ -46,6 +46,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from fds_tune.results import METHODS
+from fds_tune.validation import check, check_choice, fail
+
 from .loaders import RUN_EPOCHS, RUN_SECONDS
 
 __all__ = [
@@ -54,7 +57,6 @@ __all__ = [
 ]
 
 AXES = (RUN_SECONDS, RUN_EPOCHS)
-METHOD_ORDER = ("fds", "hd", "greedy", "random", "hyperband", "bohb", "tpe", "optuna", "asha")
 _STATS = ("mean", "std", "min", "max", "n")
 
 
@@ -68,10 +70,10 @@ class Speedup(NamedTuple):
 
 
 def method_order(methods) -> list[str]:
-    """Methods in the project's usual order (FDS, greedy, black-box), unknown ones after, alphabetically."""
+    """Methods in the order of :data:`fds_tune.results.METHODS` (FDS, greedy, black-box), unknown ones after, alphabetically."""
     methods = list(dict.fromkeys(methods))
-    known = [m for m in METHOD_ORDER if m in methods]
-    return known + sorted(m for m in methods if m not in METHOD_ORDER)
+    known = [m for m in METHODS if m in methods]
+    return known + sorted(m for m in methods if m not in METHODS)
 
 
 def anytime_curves(df: pd.DataFrame) -> pd.DataFrame:
@@ -152,8 +154,7 @@ def aggregate_curves(
     at (default: the union of the method's runs' ``x`` values); grid points
     before some run's first result are dropped.
     """
-    if x not in AXES:
-        raise ValueError(f"x: got {x!r}; allowed axes are {list(AXES)}")
+    check_choice("x", x, AXES)
     _require(curves, ("method", "run", x, value))
     frames = []
     for method in method_order(curves["method"].unique()):
@@ -212,8 +213,7 @@ def speedup_at_matched_accuracy(
     """
     methods = set(curves["method"])
     for name, m in (("reference", reference), ("other", other)):
-        if m not in methods:
-            raise ValueError(f"{name}: method {m!r} has no curve; methods with curves are {method_order(methods)}")
+        check(name, m, m in methods, f"a method with a curve, one of {method_order(methods)}")
     if level is None:
         level = float(min(curves.loc[curves["method"] == m, "mean"].max() for m in (reference, other)))
     reach = compute_to_reach(curves, level)
@@ -248,20 +248,18 @@ def _accuracy_column(frame: pd.DataFrame) -> str:
         return "mean"
     if "test_acc" in frame.columns:
         return "test_acc"
-    raise ValueError(f"frame: has neither 'mean' (aggregate_curves) nor 'test_acc' (final_choice); columns are {list(frame.columns)}")
+    fail("frame columns", list(frame.columns), "columns of an aggregate_curves frame (with 'mean') or of a final_choice frame (with 'test_acc')")
 
 
 def _axis(curves: pd.DataFrame) -> str:
     axes = [a for a in AXES if a in curves.columns]
-    if len(axes) != 1:
-        raise ValueError(f"curves: need exactly one compute axis among {list(AXES)}; columns are {list(curves.columns)}")
+    check("curves columns", list(curves.columns), len(axes) == 1, f"columns with exactly one compute axis among {list(AXES)}")
     return axes[0]
 
 
 def _require(df: pd.DataFrame, columns) -> None:
     missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"frame: missing column(s) {missing}; columns are {list(df.columns)}")
+    check("frame columns", list(df.columns), not missing, f"columns including {list(columns)} (missing: {missing})")
 
 
 def _num(v, fallback: float) -> float:

@@ -16,8 +16,10 @@ One row per reported result.  Columns, in this order:
 ``run``               ``"<experiment>/seed=<seed>"``: one search or one FDS run,
                       the unit that curves and final choices are computed for
 ``trial``             Ray's ``trial_id``
-``seed``              the trial config's ``seed``, else the default seed its
-                      trainable used (nullable Int64)
+``seed``              the seed the trial reported in its results, else its
+                      config's ``seed``, else missing (nullable Int64)
+``preset``            the FDS preset the trial reported (or its config names),
+                      else None
 ``iteration``         Ray's ``training_iteration`` (1-based)
 ``timestamp``         wall clock of the result (Unix seconds, as Ray logs it)
 ``compute_s``         seconds of training work of this trial so far
@@ -69,6 +71,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fds_tune.validation import check, is_int
+
 __all__ = [
     "load_results", "long_form", "find_trial_dirs", "ID_COLUMNS", "COMPUTE_COLUMNS", "METRIC_COLUMNS",
     "DICT_COLUMNS", "RUN_SECONDS", "RUN_EPOCHS",
@@ -76,7 +80,7 @@ __all__ = [
 
 RUN_SECONDS = "run_compute_s"
 RUN_EPOCHS = "run_epochs"
-ID_COLUMNS = ("method", "experiment", "run", "trial", "seed", "iteration", "timestamp")
+ID_COLUMNS = ("method", "experiment", "run", "trial", "seed", "preset", "iteration", "timestamp")
 COMPUTE_COLUMNS = ("compute_s", "epochs_total", RUN_SECONDS, RUN_EPOCHS)
 METRIC_COLUMNS = ("val_acc", "val_loss", "test_acc", "diverged", "retrain_test_acc", "done", "time_total_s")
 DICT_COLUMNS = ("schedule", "schedule_used", "retrain_schedule", "hypergrads", "step_sizes", "trajectory")  # kind -> list, kept as reported
@@ -106,13 +110,11 @@ def load_results(paths: str | os.PathLike | Iterable[str | os.PathLike], method:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     paths = [Path(p) for p in paths]
-    if not paths:
-        raise ValueError("paths: got an empty list; give at least one results, experiment or trial directory")
+    check("paths", paths, bool(paths), "at least one results, experiment or trial directory")
     trial_dirs = list(dict.fromkeys(d for p in paths for d in find_trial_dirs(p)))  # each trial once
     names = _experiment_names(sorted({d.parent for d in trial_dirs}))
     rows = [row for d in trial_dirs for row in _trial_rows(d, names[d.parent], method)]
-    if not rows:
-        raise ValueError(f"paths: no trial results ({_RESULT_FILE} or {_PROGRESS_FILE} with results) under {[str(p) for p in paths]}")
+    check("paths", [str(p) for p in paths], bool(rows), f"directories holding trial results ({_RESULT_FILE} or {_PROGRESS_FILE} with results)")
     raw = pd.DataFrame.from_records(rows)
     for col in _int_keys(rows) - _CORE:  # ints that only some rows report would otherwise become floats
         raw[col] = pd.array([r.get(col) for r in rows], dtype="Int64")
@@ -123,7 +125,7 @@ def find_trial_dirs(path: str | os.PathLike) -> list[Path]:
     """Trial directories (holding ``result.json`` or ``progress.csv``) at or under ``path``, resolved and sorted."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"paths: {str(path)!r} does not exist")
+        raise FileNotFoundError(f"paths: got {str(path)!r}; must be an existing results, experiment or trial directory")
     found = []
     for root, dirs, files in os.walk(path):
         if _RESULT_FILE in files or _PROGRESS_FILE in files:
@@ -169,7 +171,7 @@ def _trial_rows(trial_dir: Path, experiment: str, method: str | None) -> list[di
     if not lineage:
         return []
     config = lineage[-1].get("config") if isinstance(lineage[-1].get("config"), Mapping) else params
-    fixed = {"experiment": experiment, "seed": _seed(config)}
+    fixed = {"experiment": experiment, "seed": _reported("seed", lineage, config), "preset": _reported("preset", lineage, config)}
     rows = []
     for r in lineage:
         row = {k: v for k, v in r.items() if k not in _DROP}
@@ -245,20 +247,10 @@ def _read_params(trial_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _seed(config: Mapping[str, Any]) -> int | None:
-    """The trial's seed: its config's ``seed``; else the seed of the FDS preset it names; else the
-    problem's default seed (every trainable of this project builds its problem from ``ProblemConfig``)."""
-    if config.get("seed") is not None:
-        return int(config["seed"])
-    try:
-        from fds_tune.config import fds_config
-        from fds_tune.problem import ProblemConfig
-    except ImportError:
-        return None
-    try:
-        return fds_config(config).seed
-    except (ValueError, TypeError):  # not an FDS config (e.g. a greedy method's)
-        return ProblemConfig.seed
+def _reported(key: str, results: list[dict[str, Any]], config: Mapping[str, Any]) -> Any:
+    """The trial's ``key`` (``seed``, ``preset``): as its results report it (the last that does), else as its config gives it."""
+    reported = [r[key] for r in results if r.get(key) is not None]
+    return reported[-1] if reported else config.get(key)
 
 
 def _experiment_names(experiment_dirs: list[Path]) -> dict[Path, str]:
@@ -326,7 +318,7 @@ def _int_keys(rows: list[dict[str, Any]]) -> set[str]:
     for r in rows:
         for k, v in r.items():
             if v is not None:
-                kinds[k] = kinds.get(k, True) and isinstance(v, int) and not isinstance(v, bool)
+                kinds[k] = kinds.get(k, True) and is_int(v)
     return {k for k, is_int in kinds.items() if is_int}
 
 

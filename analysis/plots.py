@@ -17,12 +17,13 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fds_tune.results import GREEDY_METHODS
+
 from .curves import aggregate_curves, anytime_curves, method_order, regret
 from .loaders import RUN_EPOCHS, RUN_SECONDS, long_form
 
-__all__ = ["plot_regret", "plot_schedules", "plot_hypergradients", "plot_greedy_trajectories", "GREEDY_METHODS"]
+__all__ = ["plot_regret", "plot_schedules", "plot_hypergradients", "plot_greedy_trajectories"]
 
-GREEDY_METHODS = ("hd", "greedy")
 _AXIS_LABELS = {RUN_SECONDS: "compute (device seconds, summed over trials)", RUN_EPOCHS: "compute (training epochs, summed over trials)"}
 
 

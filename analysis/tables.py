@@ -5,10 +5,10 @@ table; ``fds-tune compare`` writes ``to_markdown``/``to_latex`` of it.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
+
+from fds_tune.validation import check_number
 
 from .curves import (
     aggregate_curves, anytime_curves, best_final_accuracy, compute_to_reach, final_choice, method_order, regret,
@@ -62,8 +62,7 @@ def comparison_table(
     ``table.attrs`` keeps ``within``, ``target`` (the accuracy of the
     ``*_to_target`` columns) and ``reference``, for :func:`format_table`'s headers.
     """
-    if not math.isfinite(within) or within < 0:
-        raise ValueError(f"within: got {within!r}; must be a finite number >= 0 (accuracy units: 0.01 = 1 point)")
+    check_number("within", within, low=0, rule="a finite number >= 0 (accuracy units: 0.01 = 1 point)")
     finals = regret(final_choice(df))
     finals["device_hours"] = finals["compute_s"] / 3600.0
     runs = finals.groupby("method", sort=False)

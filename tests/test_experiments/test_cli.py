@@ -74,7 +74,7 @@ def test_report_on_an_empty_directory_says_how_to_get_results(tmp_path, capsys):
 
 def test_report_on_a_comparison_without_results_yet(tmp_path, capsys):
     (tmp_path / "ray" / "fds-seed0").mkdir(parents=True)  # killed before any trial reported
-    assert "paths: no trial results" in _report_error(tmp_path, capsys)
+    assert "paths: got " in (err := _report_error(tmp_path, capsys)) and "must be directories holding trial results" in err
 
 
 def test_the_command_prints_one_line_and_exits_2(tmp_path):
