@@ -1,4 +1,5 @@
-"""`fds-tune compare` end to end through real Ray Tune, on tiny budgets."""
+"""experiments/compare.py: the preset table, its validation, and `fds-tune compare` end to end through real
+Ray Tune on tiny budgets (those tests are marked e2e)."""
 import re
 import sys
 
@@ -7,10 +8,49 @@ import pytest
 
 import analysis
 from experiments.cli import main
+from experiments.compare import COMPARE_PRESETS, CompareSpec, compare
+from fds_tune import PRESETS
 from fds_tune.results import METHODS
 from support.datasets import write_cifar10
 
 TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--samples", "2", "--budget", "4", "--range", "lr=0,0.5"]
+
+
+def test_compare_presets_are_the_fds_presets():
+    assert set(COMPARE_PRESETS) <= set(PRESETS)
+    assert "cifar10_paper" in COMPARE_PRESETS and "paper_cifar10" not in COMPARE_PRESETS  # one name for the paper's setup
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"max_epochs": 0}, r"max_epochs: got 0; must be an int >= 1"),
+        ({"num_samples": 2.0}, r"num_samples: got 2.0; must be an int >= 1"),
+        ({"budget_epochs": 0}, r"budget_epochs: got 0; must be a finite number > 0"),
+        ({"budget_epochs": True}, r"budget_epochs: got True; must be a finite number > 0"),
+    ],
+)
+def test_compare_spec_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        CompareSpec(**{"max_epochs": 1, "num_samples": 1, "budget_epochs": 1.0, **kwargs})
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"preset": "paper_cifar10"}, r"preset: got 'paper_cifar10'; must be one of \['digits', 'fashion_mnist', 'cifar10_paper'\]"),
+        ({"seeds": 0}, r"seeds: got 0; must be an int >= 1"),
+        ({"methods": []}, r"methods: got \[\]; must be a non-empty list of distinct names from \['fds'"),
+        ({"methods": ["fds", "fds"]}, r"methods: got \['fds', 'fds'\]; must be a non-empty list of distinct names"),
+        ({"methods": ["grid"]}, r"methods: got \['grid'\]; must be a non-empty list of distinct names"),
+        ({"budget_epochs": -1}, r"budget_epochs: got -1; must be a finite number > 0"),
+        ({"max_epochs": 0}, r"max_epochs: got 0; must be an int >= 1"),
+    ],
+)
+def test_compare_rejects_bad_arguments_before_any_training(kwargs, match, tmp_path):
+    with pytest.raises(ValueError, match=match):
+        compare(**{"preset": "digits", "out": tmp_path / "x", **kwargs})
+    assert not (tmp_path / "x").exists()
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
@@ -32,6 +72,7 @@ def digits_run(ray_session, tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 def test_progress_says_where_each_method_is(digits_run):
     printed = (digits_run.parent / "stdout.txt").read_text()
     for method in METHODS:
@@ -41,6 +82,7 @@ def test_progress_says_where_each_method_is(digits_run):
     assert re.search(r"\[fds seed 0\] step 2 \| val_acc 0\.\d{4} \| \d+ epochs", printed)
 
 
+@pytest.mark.e2e
 def test_every_method_runs_and_the_table_comes_from_the_csv(digits_run, capsys):
     out = digits_run
     markdown = (out / "table.md").read_text()
@@ -59,6 +101,7 @@ def test_every_method_runs_and_the_table_comes_from_the_csv(digits_run, capsys):
         assert (out / plot).stat().st_size > 1000
 
 
+@pytest.mark.e2e
 def test_black_box_stays_within_its_budget(digits_run):
     csv = pd.read_csv(digits_run / "results.csv")
     for method in ("random", "hyperband", "bohb", "tpe", "optuna", "asha"):
@@ -68,6 +111,15 @@ def test_black_box_stays_within_its_budget(digits_run):
         assert per_trial.sum() <= 4 + 2  # --budget, plus at most one epoch per concurrent trial (2 CPUs)
 
 
+@pytest.mark.e2e
+def test_every_result_carries_its_seed_and_preset(digits_run):
+    csv = pd.read_csv(digits_run / "results.csv")
+    assert set(csv["method"]) == set(METHODS)
+    assert (csv["seed"] == 0).all()
+    assert (csv["preset"] == "digits").all()
+
+
+@pytest.mark.e2e
 def test_black_box_searches_the_ranges_given(digits_run):
     csv = pd.read_csv(digits_run / "results.csv")
     black_box = csv[csv["method"].isin(["random", "hyperband", "bohb", "tpe", "optuna", "asha"])]
@@ -76,6 +128,7 @@ def test_black_box_searches_the_ranges_given(digits_run):
     assert black_box["momentum_0"].max() <= 0.99  # the default range stands for the other kinds
 
 
+@pytest.mark.e2e
 def test_resume_keeps_finished_experiments(digits_run, capsys):
     before = pd.read_csv(digits_run / "results.csv")
     assert main(["compare", "--preset", "digits", "--out", str(digits_run), "--resume", *TINY]) == 0
@@ -85,6 +138,7 @@ def test_resume_keeps_finished_experiments(digits_run, capsys):
     assert len(after) == len(before)
 
 
+@pytest.mark.e2e
 def test_existing_results_are_not_overwritten(digits_run, capsys):
     assert main(["compare", "--preset", "digits", "--out", str(digits_run), *TINY]) == 2
     assert re.fullmatch(r"fds-tune: error: out: got '.*'; must be a directory without results \(pass resume=True, --resume.*\)\n", capsys.readouterr().err)
@@ -93,10 +147,10 @@ def test_existing_results_are_not_overwritten(digits_run, capsys):
 @pytest.mark.parametrize(
     "sets, match",
     [
-        (["--set", "lr_steps=3"], "'lr_steps'.*allowed keys"),
+        (["--set", "lr_steps=3"], r"config: got 'lr_steps'; must be one of the allowed keys"),
         (["--set", "batch_size=0"], "batch_size: got 0"),
-        (["--range", "lr=0.5,0.1"], r"ranges\['lr'\]: got \(0.5, 0.1\); must satisfy 0 <= low < high"),
-        (["--range", "beta1=0,1"], "ranges: got kinds .*'beta1'"),
+        (["--range", "lr=0.5,0.1"], r"ranges\['lr'\]: got \(0.5, 0.1\); must be .*0 <= low < high"),
+        (["--range", "beta1=0,1"], r"ranges\['beta1'\]: got \(0.0, 1.0\); must be given for a known kind"),
     ],
 )
 def test_bad_overrides_fail_before_any_training(sets, match, capsys, tmp_path):
@@ -105,6 +159,7 @@ def test_bad_overrides_fail_before_any_training(sets, match, capsys, tmp_path):
     assert not (tmp_path / "x" / "ray").exists() or not any((tmp_path / "x" / "ray").iterdir())
 
 
+@pytest.mark.e2e
 def test_cifar10_paper_preset_smoke_on_the_cifar_fixture(ray_session, tmp_path):
     """The paper's WRN-16-1 / CIFAR-10 setup, on CIFAR-10 files in the real format, with a tiny budget."""
     write_cifar10(tmp_path / "data", n_train_per_batch=8, n_test=16)
