@@ -28,8 +28,9 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.search import Searcher
 
+from fds_tune import ProblemConfig
 from fds_tune.results import EPOCHS, METRIC, MODE
-from fds_tune.problem import ProblemConfig
+from fds_tune.validation import check_int, check_number, fail
 
 from . import asha, bohb, hyperband, optuna_tpe, random_search, tpe
 from .space import SpaceConfig, check_no_quantized, param_space
@@ -58,8 +59,8 @@ class TuneSetup:
     def __post_init__(self):
         check_pairing(self.search_alg, self.scheduler)
         check_no_quantized(self.param_space)
-        _check_positive_int("num_samples", self.num_samples)
-        _check_positive_int("max_epochs", self.max_epochs)
+        check_int("num_samples", self.num_samples, 1)
+        check_int("max_epochs", self.max_epochs, 1)
 
     def tuner(
         self,
@@ -90,7 +91,7 @@ class TuneSetup:
         if not Path(storage_path).is_absolute():
             raise ValueError(f"storage_path: got {str(storage_path)!r}; must be an absolute path (Ray Tune fails on relative ones)")
         if max_concurrent_trials is not None:
-            _check_positive_int("max_concurrent_trials", max_concurrent_trials)
+            check_int("max_concurrent_trials", max_concurrent_trials, 1)
             if not isinstance(self.search_alg, Searcher):
                 raise ValueError(
                     f"max_concurrent_trials: got {max_concurrent_trials} for method {self.method!r}, whose "
@@ -146,27 +147,28 @@ class Baseline:
         seed: int,
         grad_clamp: float | None = None,
         options: Mapping[str, Any] | None = None,
+        preset: str | None = None,
     ) -> TuneSetup:
         """The :class:`TuneSetup` that searches ``space`` on ``problem``.
 
         ``seed`` seeds the search method; ``options`` go to this method's
-        ``make`` (see :attr:`options` for the names it takes).
+        ``make`` (see :attr:`options` for the names it takes); ``preset`` is the
+        label every trial's results carry (the FDS preset the problem came from).
         """
         space = SpaceConfig() if space is None else space
         problem = ProblemConfig() if problem is None else problem
         if not isinstance(space, SpaceConfig):
-            raise ValueError(f"space: got {space!r}; must be a SpaceConfig")
+            fail("space", space, "a SpaceConfig")
         if not isinstance(problem, ProblemConfig):
-            raise ValueError(f"problem: got {problem!r}; must be a ProblemConfig")
-        _check_positive_int("max_epochs", max_epochs)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed: got {seed!r}; must be an int >= 0")
+            fail("problem", problem, "a ProblemConfig")
+        check_int("max_epochs", max_epochs, 1)
+        check_int("seed", seed, 0)
         options = dict(options or {})
         unknown = sorted(set(options) - set(self.options))
         if unknown:
-            raise ValueError(f"options: unknown option {unknown[0]!r} for method {self.name!r}; allowed options are {list(self.options)}")
+            fail("options", unknown[0], f"an option of method {self.name!r}, one of {list(self.options)}")
         search_alg, scheduler = self.make(seed, max_epochs, **options)
-        constants = base_config(problem, max_epochs=max_epochs, grad_clamp=grad_clamp, method=self.name)
+        constants = base_config(problem, max_epochs=max_epochs, grad_clamp=grad_clamp, method=self.name, preset=preset)
         return TuneSetup(
             method=self.name,
             trainable=ScheduleTrainable,
@@ -187,8 +189,7 @@ class EpochBudget(tune.Stopper):
     """
 
     def __init__(self, budget: float):
-        if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not budget > 0:
-            raise ValueError(f"budget_epochs: got {budget!r}; must be a positive number")
+        check_number("budget_epochs", budget, low=0, low_open=True, finite=False, rule="a positive number")
         self.budget = budget
         self._epochs: dict[str, float] = {}
 
@@ -222,11 +223,6 @@ def _trial_dirname(trial) -> str:
     return str(trial)  # "ScheduleTrainable_<id>", not Tune's default of every config value
 
 
-def _check_positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}: got {value!r}; must be an int >= 1")
-
-
 def _summary(module) -> str:
     return (module.__doc__ or "").strip().splitlines()[0]
 
@@ -238,7 +234,7 @@ BASELINES: dict[str, Baseline] = {
 
 def get_baseline(name: str) -> Baseline:
     if name not in BASELINES:
-        raise ValueError(f"method: got {name!r}; allowed values are {list(BASELINES)}")
+        fail("method", name, f"one of {list(BASELINES)}")
     return BASELINES[name]
 
 

@@ -14,21 +14,23 @@ Ray Tune front door::
 """
 from .config import PRESETS, FDSConfig, fds_config
 from .engine import HyperGradients, TrainResult, hypergradients, train
-from .functional_model import TrainState
-from .learner import FDSLearner
-from .optim import Optimizer, adamw, sgd
+from .functional_model import FunctionalModel, TrainState
+from .learner import FDSLearner, FDSRun
+from .optim import Optimizer, adamw, clamped, sgd
 from .problem import Problem, ProblemConfig
+from .run import Run, TrainingRun
 from .schedule import Schedule
 
 __all__ = [
-    "FDSConfig", "FDSLearner", "FDSTrainable", "HyperGradients", "Optimizer", "PRESETS", "Problem", "ProblemConfig",
-    "Schedule", "TrainResult", "TrainState", "adamw", "fds_config", "hypergradients", "sgd", "train",
+    "FDSConfig", "FDSLearner", "FDSRun", "FDSTrainable", "FunctionalModel", "HyperGradients", "Optimizer", "PRESETS",
+    "Problem", "ProblemConfig", "Run", "RunTrainable", "Schedule", "TrainResult", "TrainState", "TrainingRun", "adamw",
+    "clamped", "fds_config", "hypergradients", "sgd", "train",
 ]
 
 
-def __getattr__(name):  # FDSTrainable imports Ray: load it only when asked for
-    if name == "FDSTrainable":
-        from .trainable import FDSTrainable
+def __getattr__(name):  # the Ray shells import Ray: load them only when asked for
+    if name in ("FDSTrainable", "RunTrainable"):
+        from . import trainable
 
-        return FDSTrainable
+        return getattr(trainable, name)
     raise AttributeError(f"module 'fds_tune' has no attribute {name!r}")

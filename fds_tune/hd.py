@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
 from .functional_model import FunctionalModel, LossFn, TrainState
-from .loop import Batch, inner_loop, run_length
+from .loop import Batch, all_finite, inner_loop, run_length
 from .optim import Optimizer, resolve_optimizer
 from .validation import check_kinds
 
@@ -111,6 +111,8 @@ class HDResult:
     ``values[t]``/``hypergrads[t]``: the hyperparameters step ``t`` used, and the
     hypergradient computed at step ``t`` (``dL_t/dh_{t-1}``, which set
     ``values[t]``; NaN at a run's very first step); rows in ``kinds`` order.
+    A step whose adapted values are not finite ends the run untaken: it has a
+    hypergradient row but no values row.
     """
 
     state: TrainState
@@ -162,7 +164,10 @@ def hd_train(
             a = hypergradient(direction, g, kinds)
             hypers = hd_update(hypers, a, hyper_lr, bounds)
             hgrads.append(torch.stack([a[k] for k in kinds]))
-        values.append(torch.stack([hypers[k] for k in kinds]))
+        row = torch.stack([hypers[k] for k in kinds])
+        if not all_finite(row):  # the adaptation diverged: end the run here, the step untaken and its values unused
+            return theta, (opt_state, hypers, direction), torch.tensor(math.nan), stats
+        values.append(row)
         (theta, opt_state), direction = step_direction(opt, theta, opt_state, g, hypers, start.step + t)
         return theta, (opt_state, hypers, direction), loss, stats
 

@@ -18,10 +18,12 @@ import analysis
 from baselines import ScheduleTrainable
 from fds_tune import FDSTrainable
 from fds_tune.checkpoint import CheckpointError
+from support.faults import FaultyFDS, fault
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"preset": "digits", "epochs": [1, 2, 2], "retrain_epochs": 1}
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+pytestmark = pytest.mark.e2e
 
 
 def run(tmp_path, trainable, config, **kwargs):
@@ -57,23 +59,9 @@ def test_forced_divergence_inside_a_baseline_and_the_search_goes_on(ray_session,
     assert not (curves["incumbent_trial"] == bad_id).any()
 
 
-class ExitOnce(FDSTrainable):
-    """The worker process dies (os._exit) once, at the second outer step."""
-
-    def step(self):
-        marker = Path(self.config["marker"])
-        if self.learner.outer_step == 1 and not marker.exists():
-            marker.write_text("died")
-            os._exit(1)
-        return super().step()
-
-    def _build(self, config):
-        super()._build({k: v for k, v in config.items() if k != "marker"})
-
-
 def test_killed_worker_resumes_to_the_same_final_result(ray_session, tmp_path):
     marker = tmp_path / "marker"
-    died = run(tmp_path / "a", ExitOnce, {**TINY, "marker": str(marker)}, checkpoint_freq=1, max_failures=2)
+    died = run(tmp_path / "a", FaultyFDS, {**TINY, "fault": fault(marker, at=1, how="exit")}, checkpoint_freq=1, max_failures=2)
     clean = run(tmp_path / "b", FDSTrainable, TINY, checkpoint_freq=1)
     assert marker.exists()
     (t_died,), (t_clean,) = died.trials, clean.trials
@@ -105,7 +93,7 @@ def _env():
 def test_driver_killed_mid_experiment_then_resumed(tmp_path):
     """SIGKILL the `fds-tune compare` driver mid-run; --resume finishes with no duplicate or lost rows."""
     out = tmp_path / "cmp"
-    cli = [sys.executable, "-m", "fds_tune.cli", "compare", "--preset", "digits", "--out", str(out), "--methods", "fds", "random",
+    cli = [sys.executable, "-m", "experiments.cli", "compare", "--preset", "digits", "--out", str(out), "--methods", "fds", "random",
            "--set", "epochs=[1,2,2,2,2,2]", "--set", "retrain_epochs=1", "--max-epochs", "3", "--samples", "3", "--budget", "9", "--cpus", "2"]
     proc = subprocess.Popen(cli, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300

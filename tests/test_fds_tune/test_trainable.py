@@ -1,15 +1,13 @@
 """FDSTrainable through real Ray Tune: metrics, checkpoints, failures, schedulers."""
-import sys
-from pathlib import Path
-
 import pytest
-import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler
 
 from fds_tune import FDSTrainable
-from fds_tune.checkpoint import CheckpointError
+from support.faults import FaultyFDS, fault
+
+pytestmark = pytest.mark.e2e
 
 TINY = {"preset": "digits", "epochs": [1, 2, 2], "retrain_epochs": 2}
 EVERY_METRIC = (
@@ -38,47 +36,13 @@ def test_tune_run_reports_every_metric(ray_session, tmp_path):
     assert last["epochs_total"] == 1 + 2 + 2 + 2  # three inner runs and the retraining
 
 
-def test_checkpoint_round_trip_continues_identically(ray_session, tmp_path):
-    a = FDSTrainable(config=TINY)
-    a.train()
-    path = a.save(str(tmp_path / "ckpt"))
-    r_a = a.train()
-    b = FDSTrainable(config=TINY)
-    b.restore(path)
-    r_b = b.train()
-    for key in ("schedule", "hypergrads", "val_acc", "outer_step", "epochs_total"):
-        assert r_a[key] == r_b[key], key
-    # a checkpoint for another config is refused
-    c = FDSTrainable(config={**TINY, "seed": 1})
-    with pytest.raises(CheckpointError, match="different config"):
-        c.restore(path)
-    for t in (a, b, c):
-        t.stop()
-
-
-# Ray workers cannot import this test module: ship its classes by value.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-class FailOnce(FDSTrainable):
-    """Raises once, in the worker, at the second outer step (a marker file makes it once only)."""
-
-    def step(self):
-        marker = Path(self.config["data_root_marker"])
-        if self.learner.outer_step == 1 and not marker.exists():
-            marker.write_text("failed once")
-            raise RuntimeError("injected failure")
-        return super().step()
-
-    def _build(self, config):
-        config = {k: v for k, v in config.items() if k != "data_root_marker"}
-        super()._build(config)
+# The checkpoint round trip of every run kind, FDS's included: tests/test_runs.py.
 
 
 def test_failed_trial_resumes_to_the_same_schedule(ray_session, tmp_path):
     marker = tmp_path / "marker"
-    config = {**TINY, "data_root_marker": str(marker)}
-    failed = run(tmp_path / "a", FailOnce, config, max_failures=2, checkpoint_freq=1)
+    config = {**TINY, "fault": fault(marker, at=1, how="raise")}
+    failed = run(tmp_path / "a", FaultyFDS, config, max_failures=2, checkpoint_freq=1)
     clean = run(tmp_path / "b", FDSTrainable, TINY, checkpoint_freq=1)
     assert marker.exists()  # the failure did happen
     (t_failed,), (t_clean,) = failed.trials, clean.trials
@@ -110,5 +74,5 @@ def test_tuner_api_works(ray_session, tmp_path):
 
 
 def test_bad_config_fails_before_training(ray_session):
-    with pytest.raises(ValueError, match="'lr_steps'.*allowed keys"):
+    with pytest.raises(ValueError, match="config: got 'lr_steps'; must be one of the allowed keys"):
         FDSTrainable(config={"preset": "digits", "lr_steps": 3})

@@ -1,0 +1,99 @@
+"""The run protocol, one suite for every run kind (FDS, black-box schedule runs, HD, greedy forward mode):
+pause and resume through the JSON-safe state dict, and checkpoints through the one Ray shell."""
+import json
+
+import pytest
+import torch
+
+from baselines import ScheduleTrainable
+from baselines.greedy import GreedyTrainable, HDTrainable
+from baselines.schedule_run import base_config
+from fds_tune import FDSTrainable, ProblemConfig, Run
+from fds_tune.checkpoint import FORMAT_VERSION, CheckpointError
+from fds_tune.results import COMMON_COLUMNS, SECONDS
+
+SCHEDULE = {"lr_0": 0.3, "lr_1": 0.1, "momentum_0": 0.9, "weight_decay_0": 1e-4}
+# kind -> (shell, config of a run that takes at least 3 steps, a change that makes another config)
+RUNS = {
+    "fds": (FDSTrainable, {"preset": "digits", "epochs": [1, 1, 1], "retrain_epochs": 1}, {"seed": 1}),
+    "schedule": (ScheduleTrainable, base_config(ProblemConfig(device="cpu"), max_epochs=3) | SCHEDULE, {"lr_0": 0.2}),
+    "hd": (HDTrainable, {"epochs": 3}, {"hyper_lr": {"lr": 0.5}}),
+    "greedy": (GreedyTrainable, {"epochs": 2, "window": 7}, {"window": 5}),  # 10 steps per epoch: windows cross epochs
+}
+UNTIMED = (SECONDS, "step_time_s")  # wall-clock columns differ between two runs of the same work
+
+
+def same_work(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k not in UNTIMED} == {k: v for k, v in b.items() if k not in UNTIMED}
+
+
+def same_results(a: dict, b: dict) -> bool:
+    """Two Ray results hold the same work (Ray adds its own timing, host and counter columns)."""
+    keys = (set(COMMON_COLUMNS) | {"schedule"}) - set(UNTIMED)
+    return {k: a[k] for k in keys} == {k: b[k] for k in keys}
+
+
+def weights(run) -> dict:
+    return run.learner.history[-1] if hasattr(run, "learner") else run.state.params
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """This process trains: one thread, as the Ray workers use (see conftest)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("kind", RUNS)
+def test_pause_and_resume_through_the_state_dict_continue_identically(kind):
+    shell, config, _ = RUNS[kind]
+    straight = shell.RUN(config)
+    assert isinstance(straight, Run)
+    expected = [straight.step() for _ in range(3)]
+    paused = shell.RUN(config)
+    got = [paused.step()]
+    state = json.loads(json.dumps(paused.state_dict(), allow_nan=True))  # exactly what a checkpoint holds
+    resumed = shell.RUN(config)
+    resumed.load_state_dict(state)
+    got += [resumed.step() for _ in range(2)]
+    for a, b in zip(got, expected):
+        assert set(COMMON_COLUMNS) <= set(a) and same_work(a, b)
+    assert got[1][SECONDS] > got[0][SECONDS]  # compute_s carries over
+    assert resumed.done == straight.done
+    w_resumed, w_straight = weights(resumed), weights(straight)
+    for name, value in w_straight.items():
+        assert torch.equal(w_resumed[name], value) if isinstance(value, torch.Tensor) else w_resumed[name] == value
+
+
+@pytest.mark.parametrize("kind", RUNS)
+def test_checkpoints_through_the_shell(kind, tmp_path, monkeypatch):
+    # Without Ray, a Trainable makes a log dir under ~/ray_results; keep it in tmp_path.
+    monkeypatch.setattr("ray.tune.trainable.trainable.DEFAULT_STORAGE_PATH", str(tmp_path))
+    shell, config, change = RUNS[kind]
+    a = shell(config=config)
+    first = a.train()
+    a.save_checkpoint(str(tmp_path / "plain"))
+    assert sorted(p.name for p in (tmp_path / "plain").iterdir()) == ["state.json"]  # one JSON file, no tmp file left
+    saved = a.save(str(tmp_path / "ckpt"))
+    second = a.train()
+    b = shell(config=config)
+    b.restore(saved)
+    assert same_results(b.train(), second)
+
+    c = shell(config={**config, **change})
+    with pytest.raises(CheckpointError, match="written for a different config"):
+        c.restore(saved)
+    state = json.loads((tmp_path / "plain" / "state.json").read_text())
+    (tmp_path / "plain" / "state.json").write_text(json.dumps(state | {"version": 99}))
+    with pytest.raises(CheckpointError, match=f"format version 99; this fds-tune reads version {FORMAT_VERSION} only"):
+        b.load_checkpoint(str(tmp_path / "plain"))
+    (tmp_path / "plain" / "state.json").write_text(json.dumps(state | {"kind": "other"}))
+    with pytest.raises(CheckpointError, match=f"is not a {b.run.KIND} checkpoint"):
+        b.load_checkpoint(str(tmp_path / "plain"))
+
+    assert b.reset_config(config) is True
+    assert same_results(b.train(), first)  # a fresh trial
+    for t in (a, b, c):
+        t.stop()
