@@ -1,6 +1,8 @@
 """ASHA (Li et al., 2020): random configurations, asynchronous successive halving."""
 from __future__ import annotations
 
+from fds_tune.validation import check_int
+
 from .hyperband import REDUCTION_FACTOR, check_reduction_factor
 
 NAME = "asha"
@@ -16,8 +18,7 @@ def make(seed: int, max_epochs: int, *, grace_period: int = 1, reduction_factor:
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     check_reduction_factor(reduction_factor)
-    if isinstance(grace_period, bool) or not isinstance(grace_period, int) or not 1 <= grace_period <= max_epochs:
-        raise ValueError(f"grace_period: got {grace_period!r}; must be an int in [1, max_epochs={max_epochs}]")
+    check_int("grace_period", grace_period, 1, max_epochs, rule=f"an int in [1, max_epochs={max_epochs}]")
     scheduler = ASHAScheduler(
         time_attr="training_iteration", max_t=max_epochs, grace_period=grace_period, reduction_factor=reduction_factor
     )

@@ -30,6 +30,8 @@ import numpy as np
 from ray.tune.schedulers import HyperBandForBOHB
 from ray.tune.search.bohb import BOHB, TuneBOHB
 
+from fds_tune.validation import check_int, check_number, check_optional
+
 from .hyperband import REDUCTION_FACTOR, RESUME_REFUSED, RefuseResume, check_reduction_factor, rung_milestones
 
 NAME = "bohb"
@@ -50,12 +52,8 @@ def make(
     hpbandster's BOHB options, with its defaults.
     """
     check_reduction_factor(reduction_factor)
-    if min_points_in_model is not None and (
-        isinstance(min_points_in_model, bool) or not isinstance(min_points_in_model, int) or min_points_in_model < 1
-    ):
-        raise ValueError(f"min_points_in_model: got {min_points_in_model!r}; must be an int >= 1 or None")
-    if isinstance(random_fraction, bool) or not isinstance(random_fraction, (int, float)) or not 0 <= random_fraction <= 1:
-        raise ValueError(f"random_fraction: got {random_fraction!r}; must be a number in [0, 1]")
+    check_optional("min_points_in_model", min_points_in_model, check_int, 1, rule="an int >= 1 or None")
+    check_number("random_fraction", random_fraction, low=0, high=1, rule="a number in [0, 1]")
     bohb_config = {"min_points_in_model": min_points_in_model, "random_fraction": random_fraction}
     searcher = SeededTuneBOHB(seed, rung_milestones(max_epochs, reduction_factor), bohb_config=bohb_config)
     scheduler = BOHBHyperBand(time_attr="training_iteration", max_t=max_epochs, reduction_factor=reduction_factor)
@@ -109,8 +107,7 @@ class SeededTuneBOHB(TuneBOHB):
     """
 
     def __init__(self, seed: int, milestones, **kwargs):
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed: got {seed!r}; must be an int >= 0")
+        check_int("seed", seed, 0)
         if BOHB is None:  # TuneBOHB itself only asserts
             raise ImportError("the 'bohb' baseline needs hpbandster and ConfigSpace: pip install hpbandster ConfigSpace")
         self._numpy_state = np.random.RandomState(seed).get_state()

@@ -11,6 +11,8 @@ import math
 
 from ray.tune.schedulers import HyperBandScheduler
 
+from fds_tune.validation import check_number
+
 NAME = "hyperband"
 REDUCTION_FACTOR = 3  # eta: keep the best 1/3 at each rung, HyperBand's own default
 
@@ -50,9 +52,9 @@ def rung_milestones(max_t: int, eta: float) -> frozenset[int]:
     return frozenset(rungs)
 
 
-def check_reduction_factor(value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 1:
-        raise ValueError(f"reduction_factor: got {value!r}; must be a number > 1")
+def check_reduction_factor(value) -> float:
+    """HyperBand's ``eta``, shared by ``hyperband``, ``bohb`` and ``asha``."""
+    return check_number("reduction_factor", value, low=1, low_open=True, finite=False, rule="a number > 1")
 
 
 class RefuseResume:

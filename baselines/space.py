@@ -23,6 +23,7 @@ from ray.tune.search.sample import Domain, Quantized
 
 from fds_tune.optim import sgd
 from fds_tune.schedule import Schedule
+from fds_tune.validation import check, check_int, check_kinds, check_number, check_range
 
 __all__ = [
     "KINDS", "SpaceConfig", "param_space", "schedule_keys", "schedule_from_config", "sizes_from_keys",
@@ -48,18 +49,13 @@ class SpaceConfig:
 
     def __post_init__(self):
         for name in ("sizes", "ranges"):
-            value = getattr(self, name)
-            if not isinstance(value, Mapping):
-                raise ValueError(f"{name}: got {value!r}; must be a mapping kind -> value for kinds {list(KINDS)}")
-            if set(value) != set(KINDS):
-                raise ValueError(f"{name}: got kinds {sorted(value)}; must give exactly the kinds {list(KINDS)}")
+            check_kinds(name, getattr(self, name), KINDS)
         sizes, ranges = {}, {}
         for kind in KINDS:
-            n = self.sizes[kind]
-            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-                raise ValueError(f"sizes[{kind!r}]: got {n!r}; must be an int >= 1")
-            sizes[kind] = n
-            ranges[kind] = _checked_range(kind, self.ranges[kind])
+            sizes[kind] = check_int(f"sizes[{kind!r}]", self.sizes[kind], 1)
+            key, pair = f"ranges[{kind!r}]", self.ranges[kind]
+            ranges[kind] = check_range(key, pair, low=0)
+            check(key, pair, math.isfinite(ranges[kind][1]), "a pair of finite numbers")
         # validated copies, in KINDS order (plain dicts, so that the config pickles)
         object.__setattr__(self, "sizes", sizes)
         object.__setattr__(self, "ranges", ranges)
@@ -68,16 +64,6 @@ class SpaceConfig:
     def dims(self) -> int:
         """Number of searched values (dimensions of the space)."""
         return sum(self.sizes.values())
-
-
-def _checked_range(kind: str, bounds: Any) -> tuple[float, float]:
-    try:
-        low, high = (float(b) for b in bounds)
-    except (TypeError, ValueError):
-        raise ValueError(f"ranges[{kind!r}]: got {bounds!r}; must be a pair (low, high) of numbers") from None
-    if not (math.isfinite(low) and math.isfinite(high) and 0 <= low < high):
-        raise ValueError(f"ranges[{kind!r}]: got ({low!r}, {high!r}); must satisfy 0 <= low < high, both finite")
-    return low, high
 
 
 def schedule_keys(sizes: Mapping[str, int]) -> list[str]:
@@ -104,16 +90,11 @@ def sizes_from_keys(keys) -> dict[str, int]:
         m = _KEY.match(key) if isinstance(key, str) else None
         if m and m["kind"] in found:
             found[m["kind"]].add(int(m["index"]))
-    sizes = {}
     for kind, indices in found.items():
-        n = len(indices)
-        if n == 0:
-            raise ValueError(f"schedule: no key for kind {kind!r}; expected {kind}_0 (and {kind}_1, ... for more values)")
-        if indices != set(range(n)):
-            missing = sorted(set(range(max(indices) + 1)) - indices)
-            raise ValueError(f"schedule: kind {kind!r} has keys for indices {sorted(indices)}; missing {[f'{kind}_{i}' for i in missing]}")
-        sizes[kind] = n
-    return sizes
+        missing = [f"{kind}_{i}" for i in range(max(indices, default=0) + 1) if i not in indices]
+        keys = [f"{kind}_{i}" for i in sorted(indices)]
+        check(f"schedule keys of kind {kind!r}", keys, not missing, f"consecutive from {kind}_0; missing {missing}")
+    return {kind: len(indices) for kind, indices in found.items()}
 
 
 def is_schedule_key(key: str) -> bool:
@@ -126,25 +107,16 @@ def schedule_from_config(config: Mapping[str, Any], sizes: Mapping[str, int]) ->
 
     ``config[f"{kind}_{i}"]`` is value ``i`` of ``kind``; other keys are ignored.
     """
-    values = {}
-    for kind, n in sizes.items():
-        row = []
-        for key in schedule_keys({kind: n}):
-            if key not in config:
-                raise ValueError(f"schedule: config has no key {key!r} (sizes {dict(sizes)})")
-            v = config[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{key}: got {v!r}; must be a finite number")
-            row.append(float(v))
-        values[kind] = row
+    missing = [key for key in schedule_keys(sizes) if key not in config]
+    given = [key for key in config if is_schedule_key(key)]
+    check("schedule keys", given, not missing, f"keys for sizes {dict(sizes)}; missing {missing}")
+    values = {kind: [float(check_number(key, config[key])) for key in schedule_keys({kind: n})] for kind, n in sizes.items()}
     return Schedule(values)
 
 
 def check_no_quantized(space: Mapping[str, Any]) -> None:
     """Refuse quantized domains: ConfigSpace 1.x (TuneBOHB) dropped them, and TuneBOHB would silently drop ``q``."""
     for key, domain in space.items():
-        if isinstance(domain, Domain) and isinstance(domain.get_sampler(), Quantized):
-            raise ValueError(
-                f"{key}: got a quantized domain ({domain!r}); the schedule space uses none, because "
-                "ConfigSpace 1.x dropped quantization and TuneBOHB would ignore it"
-            )
+        quantized = isinstance(domain, Domain) and isinstance(domain.get_sampler(), Quantized)
+        rule = "an unquantized domain: ConfigSpace 1.x dropped quantization and TuneBOHB would ignore it"
+        check(key, domain, not quantized, rule)

@@ -1,6 +1,8 @@
 """TPE (Bergstra et al., 2011) through hyperopt's ``HyperOptSearch``; every trial gets the full budget."""
 from __future__ import annotations
 
+from fds_tune.validation import check_int
+
 NAME = "tpe"
 
 
@@ -13,6 +15,5 @@ def make(seed: int, max_epochs: int, *, n_initial_points: int = 20):
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.hyperopt import HyperOptSearch
 
-    if isinstance(n_initial_points, bool) or not isinstance(n_initial_points, int) or n_initial_points < 1:
-        raise ValueError(f"n_initial_points: got {n_initial_points!r}; must be an int >= 1")
+    check_int("n_initial_points", n_initial_points, 1)
     return HyperOptSearch(random_state_seed=seed, n_initial_points=n_initial_points), FIFOScheduler()
