@@ -4,7 +4,9 @@ All are ordinary ``nn.Module``s written to be called through
 ``torch.func.functional_call(model, (params, buffers), (x,))`` and transformed with
 ``grad``, ``jvp`` and ``vmap``: activations are never modified in place, the forward
 pass has no data-dependent Python control flow, and batch normalisation is the stock
-``nn.BatchNorm2d`` (running statistics, momentum 0.1).
+``nn.BatchNorm2d`` (running statistics, momentum 0.1). Inside a transform, train-mode
+BatchNorm goes through :class:`~fds_tune.functional_model.FunctionalModel`, which
+updates the running statistics outside the differentiated function.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call
 from torch.nn import functional as F
 
-__all__ = ["MODELS", "LeNet", "MLP", "WideResNet", "build_model", "functional_forward"]
+from .validation import check, check_choice, check_int, is_int
+
+__all__ = ["MODELS", "LeNet", "MLP", "WideResNet", "build_model"]
 
 MODELS: tuple[str, ...] = ("mlp", "lenet", "wrn-16-1")
 
@@ -30,34 +33,11 @@ def build_model(
     The initial weights depend only on ``seed``: they are drawn inside
     ``torch.random.fork_rng``, so the global RNG state is the same afterwards.
     """
-    if name not in _BUILDERS:
-        raise ValueError(f"model={name!r} is not known; expected one of {MODELS}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed={seed!r} must be an integer")
+    check_choice("model", name, MODELS)
+    check_int("seed", seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _BUILDERS[name](tuple(input_shape), num_classes)
-
-
-def functional_forward(
-    model: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor
-) -> tuple[Tensor, dict[str, Tensor]]:
-    """``model(x)`` as a pure function: returns ``(logits, new_buffers)``.
-
-    In train mode ``nn.BatchNorm2d`` updates its running statistics in place. Calling
-    ``functional_call`` on *copies* of ``buffers`` keeps the caller's tensors intact and
-    makes the updated statistics an explicit output, which is what ``torch.func.jvp``
-    needs: mutating a tensor captured from outside the transform is an error there.
-    In eval mode the returned buffers equal the inputs. Typical use::
-
-        def loss(p):
-            logits, new_buffers = functional_forward(model, p, buffers, x)
-            return F.cross_entropy(logits, y), new_buffers
-
-        value, directional, new_buffers = jvp(loss, (params,), (tangents,), has_aux=True)
-    """
-    new_buffers = {name: b.clone() for name, b in buffers.items()}
-    return functional_call(model, (params, new_buffers), (x,)), new_buffers
 
 
 class MLP(nn.Module):
@@ -71,10 +51,11 @@ class MLP(nn.Module):
         self, input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (256,)
     ) -> None:
         super().__init__()
-        _check_shape(input_shape, ndim=None)
-        _check_positive("num_classes", num_classes)
-        for width in hidden:
-            _check_positive("hidden width", width)
+        shape = tuple(input_shape)
+        check("input_shape", shape, bool(shape) and all(is_int(s) and s >= 1 for s in shape), "a non-empty shape of ints >= 1")
+        check_int("num_classes", num_classes, 1)
+        for i, width in enumerate(hidden):
+            check_int(f"hidden[{i}]", width, 1)
         widths = [math.prod(input_shape), *hidden]
         layers: list[nn.Module] = [nn.Flatten()]
         for fan_in, fan_out in zip(widths, widths[1:]):
@@ -98,8 +79,8 @@ class LeNet(nn.Module):
 
     def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
         super().__init__()
-        channels, height, width = _check_shape(input_shape, ndim=3, min_side=4)
-        _check_positive("num_classes", num_classes)
+        channels, height, width = _image_shape(input_shape, min_side=4)
+        check_int("num_classes", num_classes, 1)
         padding = 0 if min(height, width) >= 16 else 2
         self.features = nn.Sequential(
             nn.Conv2d(channels, 6, kernel_size=5, padding=padding),
@@ -175,11 +156,11 @@ class WideResNet(nn.Module):
         widen_factor: int = 1,
     ) -> None:
         super().__init__()
-        channels, _, _ = _check_shape(input_shape, ndim=3, min_side=1)
-        _check_positive("num_classes", num_classes)
-        _check_positive("widen_factor", widen_factor)
-        if depth < 10 or (depth - 4) % 6 != 0:
-            raise ValueError(f"depth={depth!r} must be 6n + 4 with n >= 1 (10, 16, 22, 28, ...)")
+        channels, _, _ = _image_shape(input_shape, min_side=1)
+        check_int("num_classes", num_classes, 1)
+        check_int("widen_factor", widen_factor, 1)
+        depth_ok = is_int(depth) and depth >= 10 and (depth - 4) % 6 == 0
+        check("depth", depth, depth_ok, "an int 6n + 4 with n >= 1 (10, 16, 22, 28, ...)")
         blocks_per_group = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.conv1 = nn.Conv2d(channels, widths[0], 3, stride=1, padding=1, bias=False)
@@ -206,20 +187,10 @@ class WideResNet(nn.Module):
         return self.fc(out.mean(dim=(2, 3)))
 
 
-def _check_shape(input_shape: Sequence[int], *, ndim: int | None, min_side: int = 1) -> tuple[int, ...]:
+def _image_shape(input_shape: Sequence[int], *, min_side: int) -> tuple[int, int, int]:
     shape = tuple(input_shape)
-    if ndim is not None and len(shape) != ndim:
-        raise ValueError(f"input_shape={shape!r} must be (C, H, W)")
-    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ValueError(f"input_shape={shape!r} must hold positive integers")
-    if ndim == 3 and min(shape[1:]) < min_side:
-        raise ValueError(f"input_shape={shape!r}: height and width must be >= {min_side}")
-    return shape
-
-
-def _check_positive(key: str, value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{key}={value!r} must be a positive integer")
+    ok = len(shape) == 3 and all(is_int(s) for s in shape) and shape[0] >= 1 and min(shape[1:]) >= min_side
+    return check("input_shape", shape, ok, f"(C, H, W): ints with C >= 1 and H, W >= {min_side}")
 
 
 _BUILDERS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {

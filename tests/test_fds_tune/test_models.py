@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -10,7 +11,8 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vmap
 from torch.nn import functional as F
 
-from fds_tune.models import MODELS, LeNet, MLP, WideResNet, build_model, functional_forward
+from fds_tune.functional_model import FunctionalModel
+from fds_tune.models import MODELS, LeNet, MLP, WideResNet, build_model
 
 # torch's own jvp decompositions still call torch.jit.script, which warns.
 pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarning")
@@ -43,6 +45,11 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
+def logits_of(model: nn.Module) -> FunctionalModel:
+    """The engine's pure view of ``model``, with the logits as its "loss" (so they can be compared)."""
+    return FunctionalModel(model, lambda out, y: out)
+
+
 @pytest.mark.parametrize(("name", "shape"), CASES, ids=IDS)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 def test_functional_call_equals_module_call(name, shape, train):
@@ -62,18 +69,26 @@ def test_functional_call_equals_module_call(name, shape, train):
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-def test_functional_forward_is_pure(train):
+def test_the_engines_calls_are_pure(train):
+    """Train mode as the engine trains (FunctionalModel: batch statistics, running statistics updated
+    out of place), eval mode as it evaluates (functional_call): the caller's buffers stay untouched."""
     model = build_model("wrn-16-1", (3, 8, 8), 10).train(train)
     params, buffers = state(model)
     before = {k: v.clone() for k, v in buffers.items()}
     x, _ = batch((3, 8, 8))
-    out, new_buffers = functional_forward(model, params, buffers, x)
+    if train:
+        fm = logits_of(model)
+        with fm.batch_statistics():
+            out, stats = fm.loss(fm.flatten(params), buffers, x, None)
+        new_buffers = fm.update_buffers(buffers, stats)
+    else:
+        out, new_buffers = functional_call(model, (params, buffers), (x,)), buffers
     for key in buffers:
         assert torch.equal(buffers[key], before[key])  # inputs untouched
     reference = copy.deepcopy(model)
     torch.testing.assert_close(out, reference(x), rtol=0, atol=0)
-    for key, value in reference.named_buffers():
-        torch.testing.assert_close(new_buffers[key], value, rtol=0, atol=0)
+    for key, value in reference.named_buffers():  # PyTorch's own update (lerp rounds differently: ~1 ulp)
+        torch.testing.assert_close(new_buffers[key], value, rtol=1e-6, atol=1e-7)
     assert int(new_buffers["bn.num_batches_tracked"]) == (1 if train else 0)
 
 
@@ -150,12 +165,15 @@ def test_lenet_flatten_size_follows_input_shape(shape, flat):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"name": "resnet"}, r"model='resnet' is not known; expected one of \('mlp', 'lenet', 'wrn-16-1'\)"),
-    ({"input_shape": (28, 28)}, r"input_shape=\(28, 28\) must be \(C, H, W\)"),
-    ({"input_shape": (1, 0, 8)}, "must hold positive integers"),
-    ({"input_shape": (1, 2, 2)}, "height and width must be >= 4"),
-    ({"num_classes": 0}, "num_classes=0 must be a positive integer"),
-    ({"seed": "1"}, "seed='1' must be an integer"),
+    ({"name": "resnet"}, r"model: got 'resnet'; must be one of \['mlp', 'lenet', 'wrn-16-1'\]"),
+    ({"input_shape": (28, 28)}, r"input_shape: got \(28, 28\); must be \(C, H, W\)"),
+    ({"input_shape": (1, 0, 8)}, r"input_shape: got \(1, 0, 8\); must be \(C, H, W\): ints with C >= 1 and H, W >= 4"),
+    ({"input_shape": (1, 2, 2)}, r"input_shape: got \(1, 2, 2\); must be .*H, W >= 4"),
+    ({"input_shape": (1, 8.0, 8)}, r"input_shape: got \(1, 8.0, 8\); must be \(C, H, W\): ints"),
+    ({"num_classes": 0}, "num_classes: got 0; must be an int >= 1"),
+    ({"num_classes": True}, "num_classes: got True; must be an int >= 1"),
+    ({"seed": "1"}, "seed: got '1'; must be an int"),
+    ({"seed": False}, "seed: got False; must be an int"),
 ])
 def test_build_model_rejects(kwargs, match):
     args = {"name": "lenet", "input_shape": (1, 8, 8), "num_classes": 10, **kwargs}
@@ -165,8 +183,24 @@ def test_build_model_rejects(kwargs, match):
 
 
 def test_wide_resnet_rejects_bad_depth():
-    with pytest.raises(ValueError, match="depth=15 must be 6n \\+ 4"):
+    with pytest.raises(ValueError, match=r"depth: got 15; must be an int 6n \+ 4 with n >= 1"):
         WideResNet((3, 32, 32), 10, depth=15)
+    with pytest.raises(ValueError, match=r"depth: got 16.0; must be an int 6n \+ 4"):
+        WideResNet((3, 32, 32), 10, depth=16.0)
+    with pytest.raises(ValueError, match="widen_factor: got 0; must be an int >= 1"):
+        WideResNet((3, 32, 32), 10, widen_factor=0)
+    with pytest.raises(ValueError, match=r"input_shape: got \(3, 0, 32\); must be \(C, H, W\): ints with C >= 1 and H, W >= 1"):
+        WideResNet((3, 0, 32), 10)
+
+
+def test_mlp_rejects_bad_shapes_and_widths():
+    with pytest.raises(ValueError, match=r"input_shape: got \(\); must be a non-empty shape of ints >= 1"):
+        MLP((), 10)
+    with pytest.raises(ValueError, match=r"input_shape: got \(1, -8\); must be a non-empty shape of ints >= 1"):
+        MLP((1, -8), 10)
+    with pytest.raises(ValueError, match=r"hidden\[1\]: got 0; must be an int >= 1"):
+        MLP((1, 8, 8), 10, hidden=(16, 0))
+    assert MLP((64,), 10).net[1].in_features == 64  # any shape, flattened
 
 
 @pytest.mark.parametrize(("name", "shape"), CASES[:-1], ids=IDS[:-1])  # one WRN case: they are slow
@@ -175,30 +209,34 @@ def test_torch_func_grad_and_jvp(name, shape, train):
     model = build_model(name, shape, 10, seed=0).train(train)
     params, buffers = state(model)
     x, y = batch(shape)
+    fm = FunctionalModel(model, F.cross_entropy)
 
-    def loss(p):
-        logits, new_buffers = functional_forward(model, p, buffers, x)
-        return F.cross_entropy(logits, y), new_buffers
+    def loss(p):  # (loss, BatchNorm batch statistics): train mode as the engine trains, eval mode as it evaluates
+        if train:
+            return fm.loss(fm.flatten(p), buffers, x, y)
+        return F.cross_entropy(functional_call(model, (p, buffers), (x,)), y), {}
+
+    tangents = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in params.items()}
+    with fm.batch_statistics() if train else contextlib.nullcontext():
+        g, stats = grad(loss, has_aux=True)(params)
+        value, directional, _ = jvp(loss, (params,), (tangents,), has_aux=True)
+        # forward-over-reverse (a Hessian-vector product), as FDS composes them
+        hvp = jvp(lambda p: grad(loss, has_aux=True)(p)[0], (params,), (tangents,))[1]
+    new_buffers = fm.update_buffers(buffers, stats)
 
     # grad against reverse-mode autograd through the module itself
-    g, new_buffers = grad(loss, has_aux=True)(params)
     reference = copy.deepcopy(model)
     reference_loss = F.cross_entropy(reference(x), y)
     reference_loss.backward()
     for key, p in reference.named_parameters():
         torch.testing.assert_close(g[key], p.grad, rtol=1e-4, atol=1e-6)
-    for key, b in reference.named_buffers():
-        torch.testing.assert_close(new_buffers[key], b, rtol=0, atol=0)
+    for key, b in reference.named_buffers():  # PyTorch's own update (lerp rounds differently: ~1 ulp)
+        torch.testing.assert_close(new_buffers[key], b, rtol=1e-6, atol=1e-7)
 
     # jvp: the directional derivative equals <grad, tangent>
-    tangents = {k: torch.randn(v.shape, generator=torch.Generator().manual_seed(1)) for k, v in params.items()}
-    value, directional, _ = jvp(loss, (params,), (tangents,), has_aux=True)
     torch.testing.assert_close(value, reference_loss.detach(), rtol=1e-5, atol=1e-6)
     expected = sum((g[k] * tangents[k]).sum() for k in params)
     torch.testing.assert_close(directional, expected, rtol=1e-4, atol=1e-5)
-
-    # forward-over-reverse (a Hessian-vector product), as FDS composes them
-    hvp = jvp(lambda p: grad(loss, has_aux=True)(p)[0], (params,), (tangents,))[1]
     assert set(hvp) == set(params) and all(torch.isfinite(v).all() for v in hvp.values())
 
 
@@ -211,7 +249,10 @@ def test_vmap_over_a_population_of_models(name):
     params = {k: torch.stack([p[k] for p, _ in stacked]) for k in stacked[0][0]}
     buffers = {k: torch.stack([b[k] for _, b in stacked]) for k in stacked[0][1]}
     x, _ = batch(shape)
-    out, new_buffers = vmap(functional_forward, in_dims=(None, 0, 0, None))(models[0], params, buffers, x)
+    fm = logits_of(models[0])
+    with fm.batch_statistics():
+        out, stats = vmap(lambda p, b: fm.loss(fm.flatten(p), b, x, None))(params, buffers)
+    new_buffers = fm.update_buffers(buffers, stats)  # elementwise: each model's statistics update its own buffers
     for i, model in enumerate(models):
         torch.testing.assert_close(out[i], model(x), rtol=1e-5, atol=1e-5)
         for key, b in model.named_buffers():
