@@ -42,6 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .validation import check, check_choice, check_int, check_number
+
 __all__ = [
     "CACHE_DIR",
     "DATASETS",
@@ -103,23 +105,13 @@ class Dataset:
     def __post_init__(self) -> None:
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
-            if x.dtype != torch.float32 or x.dim() != 4:
-                raise ValueError(
-                    f"x_{split} must be a float32 (N, C, H, W) tensor; got dtype {x.dtype} "
-                    f"and shape {tuple(x.shape)}"
-                )
-            if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
-                raise ValueError(
-                    f"y_{split} must be an int64 vector with one label per image ({len(x)}); "
-                    f"got dtype {y.dtype} and shape {tuple(y.shape)}"
-                )
-        if self.x_train.shape[1:] != self.x_test.shape[1:]:
-            raise ValueError(
-                f"train and test images differ in shape: {tuple(self.x_train.shape[1:])} "
-                f"vs {tuple(self.x_test.shape[1:])}"
-            )
-        if self.num_classes < 2:
-            raise ValueError(f"num_classes={self.num_classes} must be >= 2")
+            check(f"x_{split}.dtype", x.dtype, x.dtype == torch.float32, "torch.float32")
+            check(f"x_{split}.shape", tuple(x.shape), x.dim() == 4, "(N, C, H, W)")
+            check(f"y_{split}.dtype", y.dtype, y.dtype == torch.int64, "torch.int64")
+            check(f"y_{split}.shape", tuple(y.shape), tuple(y.shape) == (len(x),), f"({len(x)},): one label per image")
+        image = ", ".join(map(str, self.x_train.shape[1:]))
+        check("x_test.shape", tuple(self.x_test.shape), self.x_test.shape[1:] == self.x_train.shape[1:], f"(N, {image}), as x_train")
+        check_int("num_classes", self.num_classes, 2)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -150,9 +142,7 @@ def load_dataset(
     A dataset that cannot be found raises :class:`FileNotFoundError` listing every
     place searched and how to obtain the files.
     """
-    if name not in _LOADERS:
-        raise ValueError(f"dataset={name!r} is not known; expected one of {DATASETS}")
-    return _LOADERS[name](root, download)
+    return _LOADERS[check_choice("dataset", name, DATASETS)](root, download)
 
 
 def digits() -> Dataset:
@@ -288,11 +278,8 @@ def _make_dataset(
         return x.to(torch.float32, copy=True).sub_(mean).div_(std).contiguous()
 
     for split, y in (("train", y_train), ("test", y_test)):
-        if len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise ValueError(
-                f"{name}: {split} labels span [{int(y.min())}, {int(y.max())}], "
-                f"outside [0, {num_classes})"
-            )
+        span = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+        check(f"{name} {split} label range", span, 0 <= span[0] and span[1] < num_classes, f"within [0, {num_classes})")
     return Dataset(
         name=name,
         x_train=normalise(x_train),
@@ -456,17 +443,11 @@ def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Ten
     ``torch.Generator`` seeded with ``seed``, so the global RNG is neither used nor
     changed. Both index tensors are int64.
     """
-    _check_int("n", n, minimum=2)
-    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not (
-        0.0 < val_fraction < 1.0
-    ):
-        raise ValueError(f"val_fraction={val_fraction!r} must be a number in (0, 1)")
-    _check_int("seed", seed)
+    n = check_int("n", _plain(n), 2)
+    check_number("val_fraction", val_fraction, low=0, high=1, low_open=True, high_open=True, rule="a number in (0, 1)")
+    seed = check_int("seed", _plain(seed))
     n_val = max(1, round(n * val_fraction))
-    if n_val >= n:
-        raise ValueError(
-            f"val_fraction={val_fraction!r} leaves no training samples out of n={n}"
-        )
+    check("val_fraction", val_fraction, n_val < n, f"small enough to leave training samples out of n={n}")
     generator = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=generator)
     return perm[n_val:].sort().values, perm[:n_val].sort().values
@@ -474,8 +455,8 @@ def train_val_split(n: int, val_fraction: float, seed: int) -> tuple[Tensor, Ten
 
 def num_batches(n: int, batch_size: int, drop_last: bool = True) -> int:
     """Number of batches :func:`epoch_batches` yields for ``n`` samples."""
-    _check_int("n", n, minimum=0)
-    _check_int("batch_size", batch_size, minimum=1)
+    n = check_int("n", _plain(n), 0)
+    batch_size = check_int("batch_size", _plain(batch_size), 1)
     return n // batch_size if drop_last else -(-n // batch_size)
 
 
@@ -498,14 +479,9 @@ def epoch_batches(
     here, before the first batch is requested.
     """
     n = _check_pair(x, y)
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator={generator!r} must be a torch.Generator")
+    check("generator", generator, isinstance(generator, torch.Generator), "a torch.Generator")
     count = num_batches(n, batch_size, drop_last)
-    if count == 0 and n > 0:
-        raise ValueError(
-            f"batch_size={batch_size} exceeds the {n} samples and drop_last=True, "
-            "so an epoch would have no batches"
-        )
+    check("batch_size", batch_size, count > 0 or n == 0, f"<= the {n} samples with drop_last=True, or an epoch has no batches")
     if shuffle:
         order = torch.randperm(n, generator=generator, device=generator.device).to(x.device)
     else:
@@ -534,9 +510,8 @@ def augment_batch(x: Tensor, generator: torch.Generator, padding: int = 4) -> Te
     the padding value 0 is the training-set mean of each channel. All offsets and flips
     are drawn at once from ``generator``; one gather builds the batch.
     """
-    if x.dim() != 4:
-        raise ValueError(f"x must be a (B, C, H, W) batch; got shape {tuple(x.shape)}")
-    _check_int("padding", padding, minimum=0)
+    check("x.shape", tuple(x.shape), x.dim() == 4, "a (B, C, H, W) batch")
+    check_int("padding", _plain(padding), 0)
     b, _, h, w = x.shape
     draw = dict(generator=generator, device=generator.device)
     dy = torch.randint(0, 2 * padding + 1, (b, 1), **draw).to(x.device)
@@ -560,18 +535,12 @@ def eval_batches(x: Tensor, y: Tensor, batch_size: int) -> Iterator[tuple[Tensor
 
 
 def _check_pair(x: Tensor, y: Tensor) -> int:
-    if x.dim() == 0 or y.dim() == 0 or len(x) != len(y):
-        raise ValueError(
-            f"x and y must hold the same number of samples; got shapes {tuple(x.shape)} "
-            f"and {tuple(y.shape)}"
-        )
-    if x.device != y.device:
-        raise ValueError(f"x and y must be on one device; got {x.device} and {y.device}")
+    shapes = (tuple(x.shape), tuple(y.shape))
+    check("x, y shapes", shapes, x.dim() > 0 and y.dim() > 0 and len(x) == len(y), "the same number of samples (dim 0)")
+    check("y.device", y.device, y.device == x.device, f"x's device, {x.device}")
     return len(x)
 
 
-def _check_int(key: str, value, *, minimum: int | None = None) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{key}={value!r} must be an integer")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{key}={value!r} must be >= {minimum}")
+def _plain(value):
+    """A numpy integer (an array's length or element) as a Python int; anything else as it is."""
+    return int(value) if isinstance(value, np.integer) else value

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from support.datasets import write_cifar10, write_fashion_mnist, write_mnist, write_svhn
+from support.datasets import write_cifar10, write_fashion_mnist, write_idx, write_mnist, write_svhn
 
 from fds_tune import data
 from fds_tune.data import (
@@ -187,7 +187,7 @@ def test_missing_without_root_names_the_cache(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_name():
-    with pytest.raises(ValueError, match=r"dataset='imagenet'.*digits.*svhn"):
+    with pytest.raises(ValueError, match=r"dataset: got 'imagenet'; must be one of \['digits', .*'svhn'\]"):
         load_dataset("imagenet")
 
 
@@ -200,11 +200,18 @@ def test_dataset_validates_and_moves():
     ds = load_dataset("digits")
     assert ds.to("cpu").x_train.device.type == "cpu"
     assert isinstance(ds.to(torch.device("cpu")), Dataset)
-    with pytest.raises(ValueError, match="x_train must be a float32"):
+    n_test = len(ds.y_test)
+    with pytest.raises(ValueError, match=r"x_train\.dtype: got torch\.float64; must be torch\.float32"):
         Dataset("bad", ds.x_train.double(), ds.y_train, ds.x_test, ds.y_test, 10, False)
-    with pytest.raises(ValueError, match="y_test must be an int64"):
+    with pytest.raises(ValueError, match=rf"x_test\.shape: got \({n_test}, 64\); must be \(N, C, H, W\)"):
+        Dataset("bad", ds.x_train, ds.y_train, ds.x_test.flatten(1), ds.y_test, 10, False)
+    with pytest.raises(ValueError, match=r"y_train\.dtype: got torch\.int32; must be torch\.int64"):
+        Dataset("bad", ds.x_train, ds.y_train.int(), ds.x_test, ds.y_test, 10, False)
+    with pytest.raises(ValueError, match=rf"y_test\.shape: got \({n_test - 1},\); must be \({n_test},\): one label per image"):
         Dataset("bad", ds.x_train, ds.y_train, ds.x_test, ds.y_test[:-1], 10, False)
-    with pytest.raises(ValueError, match="num_classes=1"):
+    with pytest.raises(ValueError, match=rf"x_test\.shape: got \({n_test}, 1, 4, 8\); must be \(N, 1, 8, 8\), as x_train"):
+        Dataset("bad", ds.x_train, ds.y_train, ds.x_test[:, :, :4], ds.y_test, 10, False)
+    with pytest.raises(ValueError, match="num_classes: got 1; must be an int >= 2"):
         Dataset("bad", ds.x_train, ds.y_train, ds.x_test, ds.y_test, 1, False)
 
 
@@ -212,6 +219,13 @@ def test_corrupt_idx_file_is_reported(tmp_path):
     write_mnist(tmp_path, layout="flat", compress=False)
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(b"\x08\x03\x00\x01junk")
     with pytest.raises(ValueError, match="not an IDX file"):
+        data.mnist(root=tmp_path, download=False)
+
+
+def test_labels_outside_the_classes_are_reported(tmp_path):
+    written = write_mnist(tmp_path, layout="flat", compress=False)
+    write_idx(tmp_path / "train-labels-idx1-ubyte", np.full(len(written.y_train), 12, dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"mnist train label range: got \(12, 12\); must be within \[0, 10\)"):
         data.mnist(root=tmp_path, download=False)
 
 
@@ -243,16 +257,16 @@ def test_train_val_split_is_seeded_and_leaves_global_rng_alone():
 
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5, True, "0.2"])
 def test_train_val_split_rejects_bad_fraction(fraction):
-    with pytest.raises(ValueError, match="val_fraction=.*must be a number in \\(0, 1\\)"):
+    with pytest.raises(ValueError, match=r"val_fraction: got .*; must be a number in \(0, 1\)"):
         train_val_split(100, fraction, seed=0)
 
 
 def test_train_val_split_rejects_bad_n_and_seed():
-    with pytest.raises(ValueError, match="n=1 must be >= 2"):
+    with pytest.raises(ValueError, match="n: got 1; must be an int >= 2"):
         train_val_split(1, 0.5, seed=0)
-    with pytest.raises(ValueError, match="leaves no training samples"):
+    with pytest.raises(ValueError, match="val_fraction: got 0.9; must be small enough to leave training samples out of n=2"):
         train_val_split(2, 0.9, seed=0)
-    with pytest.raises(ValueError, match="seed=1.5 must be an integer"):
+    with pytest.raises(ValueError, match="seed: got 1.5; must be an int"):
         train_val_split(10, 0.5, seed=1.5)
 
 
@@ -272,10 +286,18 @@ def test_num_batches(n, batch_size, drop_last, count):
     assert num_batches(n, batch_size, drop_last) == count
 
 
+def test_numpy_integers_count_as_ints():
+    assert num_batches(np.int64(10), np.int32(3)) == 3
+    train_idx, val_idx = train_val_split(np.int64(10), 0.5, seed=np.int64(1))
+    assert torch.equal(val_idx, train_val_split(10, 0.5, seed=1)[1]) and len(train_idx) == 5
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"n": 10, "batch_size": 0}, "batch_size=0 must be >= 1"),
-    ({"n": 10, "batch_size": 2.0}, "batch_size=2.0 must be an integer"),
-    ({"n": -1, "batch_size": 2}, "n=-1 must be >= 0"),
+    ({"n": 10, "batch_size": 0}, "batch_size: got 0; must be an int >= 1"),
+    ({"n": 10, "batch_size": 2.0}, "batch_size: got 2.0; must be an int >= 1"),
+    ({"n": 10, "batch_size": True}, "batch_size: got True; must be an int >= 1"),
+    ({"n": -1, "batch_size": 2}, "n: got -1; must be an int >= 0"),
+    ({"n": np.int64(-1), "batch_size": 2}, "n: got -1; must be an int >= 0"),
 ])
 def test_num_batches_rejects(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -323,14 +345,16 @@ def test_epoch_batches_with_augment_is_seeded_and_keeps_shapes():
 def test_epoch_batches_validates_eagerly():
     x, y = indexed(10)
     g = torch.Generator()
-    with pytest.raises(ValueError, match="batch_size=0 must be >= 1"):
+    with pytest.raises(ValueError, match="batch_size: got 0; must be an int >= 1"):
         epoch_batches(x, y, 0, g)  # raised before iterating
-    with pytest.raises(ValueError, match="batch_size=11 exceeds the 10 samples"):
+    with pytest.raises(ValueError, match="batch_size: got 11; must be <= the 10 samples with drop_last=True"):
         epoch_batches(x, y, 11, g)
-    with pytest.raises(ValueError, match="same number of samples"):
+    with pytest.raises(ValueError, match=r"x, y shapes: got \(\(10, 1, 4, 4\), \(5,\)\); must be the same number of samples"):
         epoch_batches(x, y[:5], 2, g)
-    with pytest.raises(ValueError, match="generator=3 must be a torch.Generator"):
+    with pytest.raises(ValueError, match="generator: got 3; must be a torch.Generator"):
         epoch_batches(x, y, 2, 3)
+    with pytest.raises(ValueError, match=r"y.device: got device\(type='meta'\); must be x's device, cpu"):
+        epoch_batches(x, y.to("meta"), 2, g)
 
 
 def test_eval_batches_keep_the_last_partial_batch():
@@ -338,7 +362,7 @@ def test_eval_batches_keep_the_last_partial_batch():
     batches = list(eval_batches(x, y, 4))
     assert [yb.tolist() for _, yb in batches] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
     assert all(torch.equal(xb[:, 0, 0, 0].long(), yb) for xb, yb in batches)
-    with pytest.raises(ValueError, match="batch_size=0"):
+    with pytest.raises(ValueError, match="batch_size: got 0; must be an int >= 1"):
         eval_batches(x, y, 0)
 
 
@@ -380,7 +404,7 @@ def test_augment_batch_is_seeded_and_validates():
     a = augment_batch(x, torch.Generator().manual_seed(2))
     assert torch.equal(a, augment_batch(x, torch.Generator().manual_seed(2)))
     assert not torch.equal(a, augment_batch(x, torch.Generator().manual_seed(3)))
-    with pytest.raises(ValueError, match="padding=-1 must be >= 0"):
+    with pytest.raises(ValueError, match="padding: got -1; must be an int >= 0"):
         augment_batch(x, torch.Generator(), padding=-1)
-    with pytest.raises(ValueError, match="must be a \\(B, C, H, W\\) batch"):
+    with pytest.raises(ValueError, match=r"x.shape: got \(3, 8, 8\); must be a \(B, C, H, W\) batch"):
         augment_batch(x[0], torch.Generator())
