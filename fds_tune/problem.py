@@ -16,6 +16,7 @@ import torch.nn as nn
 
 from .data import DATASETS, Dataset, epoch_batches, eval_batches, load_dataset, num_batches, train_val_split
 from .models import MODELS, build_model
+from .validation import check, check_choice, check_int, check_number, fail
 
 __all__ = ["ProblemConfig", "Problem", "resolve_device", "cached_problem"]
 
@@ -24,11 +25,10 @@ def resolve_device(device: str) -> torch.device:
     """``"auto"`` -> CUDA when this process can see a GPU, else CPU."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu" or device.startswith("cuda"):
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device: got {device!r}, but no CUDA device is visible; use 'auto' or 'cpu'")
-        return torch.device(device)
-    raise ValueError(f"device: got {device!r}; allowed values are 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    check("device", device, device == "cpu" or device.startswith("cuda"), "'auto', 'cpu', 'cuda' or 'cuda:N'")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        fail("device", device, "'auto' or 'cpu': no CUDA device is visible")
+    return torch.device(device)
 
 
 @dataclass(frozen=True)
@@ -42,27 +42,15 @@ class ProblemConfig:
     device: str = "auto"
 
     def __post_init__(self):
-        _check_choice("dataset", self.dataset, DATASETS)
-        _check_choice("model", self.model, MODELS)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("seed", self.seed, 0)
-        if not isinstance(self.val_fraction, (int, float)) or not 0 < self.val_fraction < 1:
-            raise ValueError(f"val_fraction: got {self.val_fraction!r}; must be a number in (0, 1)")
-        if self.data_root is not None and not isinstance(self.data_root, str):
+        check_choice("dataset", self.dataset, DATASETS)
+        check_choice("model", self.model, MODELS)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("seed", self.seed, 0)
+        check_number("val_fraction", self.val_fraction, low=0, high=1, low_open=True, high_open=True, rule="a number in (0, 1)")
+        if self.data_root is not None and not isinstance(self.data_root, str):  # a TypeError: callers rely on it
             raise TypeError(f"data_root: got {self.data_root!r}; must be a path string or None")
-        if not isinstance(self.device, str):
-            raise TypeError(f"device: got {self.device!r}; must be a string such as 'auto', 'cpu' or 'cuda'")
+        check("device", self.device, isinstance(self.device, str), "a string such as 'auto', 'cpu' or 'cuda'")
         resolve_device(self.device) if self.device != "auto" else None
-
-
-def _check_choice(key, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{key}: got {value!r}; allowed values are {list(allowed)}")
-
-
-def _check_int(key, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key}: got {value!r}; must be an int >= {minimum}")
 
 
 class Problem:

@@ -12,6 +12,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 
+from .validation import check, fail
+
 __all__ = ["Schedule", "value_index", "chunk_start", "steps_per_value"]
 
 
@@ -40,12 +42,10 @@ class Schedule(Mapping[str, torch.Tensor]):
 
     def __init__(self, values: Mapping[str, Sequence[float] | torch.Tensor] | None = None, /, **kwargs):
         merged = dict(values or {})
-        overlap = set(merged) & set(kwargs)
-        if overlap:
-            raise ValueError(f"schedule: kinds {sorted(overlap)} given twice")
+        twice = sorted(set(merged) & set(kwargs))
+        check("schedule kinds given twice", twice, not twice, "none: give each kind in the mapping or as a keyword")
         merged.update(kwargs)
-        if not merged:
-            raise ValueError("schedule: at least one hyperparameter kind is required, e.g. Schedule(lr=[0.1])")
+        check("schedule", merged, bool(merged), "at least one hyperparameter kind, e.g. Schedule(lr=[0.1])")
         self._values: dict[str, torch.Tensor] = {}
         for name, raw in merged.items():
             t = raw.detach().clone() if isinstance(raw, torch.Tensor) else torch.as_tensor(raw, dtype=torch.float64)
@@ -53,12 +53,8 @@ class Schedule(Mapping[str, torch.Tensor]):
                 t = t.to(torch.float64)
             if t.dim() == 0:
                 t = t.reshape(1)
-            if t.dim() != 1 or t.numel() == 0:
-                raise ValueError(
-                    f"schedule[{name!r}]: got shape {tuple(t.shape)}; each kind must be a non-empty 1-D sequence of values"
-                )
-            if not torch.isfinite(t).all():
-                raise ValueError(f"schedule[{name!r}]: got {t.tolist()}; values must be finite")
+            if not (t.dim() == 1 and t.numel() > 0 and torch.isfinite(t).all()):  # .tolist() only for the message
+                fail(f"schedule[{name!r}]", t.tolist(), "a non-empty 1-D sequence of finite values")
             self._values[name] = t
 
     def __getitem__(self, name: str) -> torch.Tensor:
