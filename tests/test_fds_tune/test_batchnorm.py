@@ -12,6 +12,12 @@ from fds_tune.functional_model import FunctionalModel
 DT = torch.float64
 
 
+def flat_state(fm):
+    """A model's flat parameters and buffers, as a run starts from them."""
+    start = fm.start_state(lambda theta: ())
+    return fm.flatten(start.params), start.buffers
+
+
 def native(x, w, b):
     return F.batch_norm(x, None, None, w, b, training=True, eps=1e-5)
 
@@ -77,7 +83,7 @@ def test_forward_mode_swaps_batchnorm_and_restores_it():
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.LazyLinear(3))
     model(torch.randn(2, 1, 5, 5))
     fm = FunctionalModel(model, F.cross_entropy)
-    theta, buffers = fm.initial_state()
+    theta, buffers = flat_state(fm)
     x, y = torch.randn(4, 1, 5, 5), torch.tensor([0, 1, 2, 0])
     with fm.batch_statistics():
         ref, ref_stats = fm.loss(theta, buffers, x, y)
@@ -96,6 +102,6 @@ def test_forward_mode_swaps_batchnorm_and_restores_it():
 def test_one_value_per_channel_is_refused_like_pytorch():
     model = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3))
     fm = FunctionalModel(model, lambda out, y: out.sum())
-    theta, buffers = fm.initial_state()
+    theta, buffers = flat_state(fm)
     with fm.batch_statistics(forward_mode=True), pytest.raises(ValueError, match="more than 1 value per channel"):
         fm.loss(theta, buffers, torch.randn(1, 2), torch.zeros(1))
