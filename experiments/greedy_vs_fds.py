@@ -20,44 +20,37 @@ from pathlib import Path
 import torch
 
 from baselines.greedy import GreedyRun, HDRun
-from fds_tune.config import fds_config
-from fds_tune.learner import FDSLearner
+from fds_tune import FDSRun
+
+KEPT = ("val_acc", "epochs_total", "compute_s", "schedule", "trajectory", "retrain_schedule", "retrain_attempts")
 
 
-def run_fds(preset: str) -> dict:
-    learner = FDSLearner(fds_config({"preset": preset}))
-    while not learner.done:
-        learner.step()
-    final = learner.retrain()
-    return {
-        "test_acc": final["retrain_test_acc"], "diverged": final["retrain_diverged"],
-        "epochs_total": final["epochs_total"], "compute_s": final["compute_s"], "schedule": learner.schedule.as_lists(),
-        "retrained": final["retrain_schedule"], "retrain_attempts": final["retrain_attempts"],
-    }
-
-
-def run_online(cls, preset: str, **overrides) -> dict:
-    run = cls({"preset": preset, **overrides})
+def run_to_end(run) -> dict:
+    """Any run (the one protocol): step until done; the final test accuracy is the retrained one where FDS retrains."""
     while not run.done:
         result = run.step()
-    keys = ("test_acc", "val_acc", "diverged", "epochs_total", "compute_s", "schedule", "trajectory")
-    return {k: result[k] for k in keys}
+    retrained = "retrain_test_acc" in result
+    return {
+        "test_acc": result["retrain_test_acc" if retrained else "test_acc"],
+        "diverged": result["retrain_diverged" if retrained else "diverged"],
+        **{k: result[k] for k in KEPT if k in result},
+    }
 
 
 def run_hd(preset: str, scales: list[float] | None) -> dict[str, dict]:
     """HD with its default rates, or with each ``scale * (1, 10, 0.1)``; then ``hd`` is the best by val_acc."""
     if not scales:
-        return {"hd": run_online(HDRun, preset)}
+        return {"hd": run_to_end(HDRun({"preset": preset}))}
     rates = {f"hd@{s:g}": {"lr": s, "momentum": 10 * s, "weight_decay": s / 10} for s in scales}
-    runs = {name: {**run_online(HDRun, preset, hyper_lr=r), "hyper_lr": r} for name, r in rates.items()}
+    runs = {name: {**run_to_end(HDRun({"preset": preset, "hyper_lr": r})), "hyper_lr": r} for name, r in rates.items()}
     best = max(runs, key=lambda name: runs[name]["val_acc"])
     return {**runs, "hd": {**runs[best], "chosen": best}}
 
 
 RUNNERS = {
-    "fds": lambda preset, args: {"fds": run_fds(preset)},
+    "fds": lambda preset, args: {"fds": run_to_end(FDSRun({"preset": preset}))},
     "hd": lambda preset, args: run_hd(preset, args.hd_scales),
-    "greedy": lambda preset, args: {"greedy": run_online(GreedyRun, preset)},
+    "greedy": lambda preset, args: {"greedy": run_to_end(GreedyRun({"preset": preset}))},
 }
 
 

@@ -14,11 +14,10 @@ import torch
 
 from fds_tune import Problem, Schedule, train
 from fds_tune.functional_model import FunctionalModel
+from fds_tune.learner import RETRAIN_DRAW  # the same batch order as FDS's retraining
 from fds_tune.validation import check, check_int, check_number, check_optional, is_number
 
 __all__ = ["cosine_schedule", "hand_tuned"]
-
-RETRAIN_DRAW = -1  # same batch order as FDS's retraining
 
 
 def cosine_schedule(lr: float, momentum: float, weight_decay: float, horizon: int) -> Schedule:
