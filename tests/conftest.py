@@ -1,4 +1,4 @@
-"""Shared fixtures: one Ray instance for the whole test session."""
+"""Shared fixtures: one Ray instance for the whole test session; one torch thread for tests that train in-process."""
 import os
 import shutil
 import tempfile
@@ -14,6 +14,18 @@ _QUIET_RAY_ENV = {
     # them): on 2 shared cores, extra OpenMP threads only contend (an epoch measured 10x slower).
     "OMP_NUM_THREADS": "1",
 }
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread while the test runs, as the Ray workers use (``OMP_NUM_THREADS=1`` below):
+    a test that trains in this process then sees the same numbers as a trial."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

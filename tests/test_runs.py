@@ -37,13 +37,7 @@ def weights(run) -> dict:
     return run.learner.history[-1] if hasattr(run, "learner") else run.state.params
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """This process trains: one thread, as the Ray workers use (see conftest)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # this process trains, as a Ray worker does
 
 
 @pytest.mark.parametrize("kind", RUNS)

@@ -12,13 +12,7 @@ from fds_tune.problem import ProblemConfig
 PROBLEM = ProblemConfig(device="cpu")
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """This process trains too (the Ray-free tests): one thread, as the Ray workers use (see conftest)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # this process trains, as a Ray worker does
 
 
 def config(max_epochs=2, **schedule):
