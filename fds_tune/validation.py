@@ -45,8 +45,8 @@ def check_int(key: str, value: Any, minimum: int | None = None, maximum: int | N
     """An int (not a bool) within ``[minimum, maximum]``."""
     ok = is_int(value) and (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
     if not ok:
-        bounds = (f" >= {minimum}" if minimum is not None else "") + (f" and <= {maximum}" if maximum is not None else "")
-        fail(key, value, rule or f"an int{bounds}")
+        bounds = [f">= {minimum}"] * (minimum is not None) + [f"<= {maximum}"] * (maximum is not None)
+        fail(key, value, rule or " ".join(["an int", " and ".join(bounds)]).strip())
     return value
 
 

@@ -47,7 +47,7 @@ def test_check_int_accepts_within_closed_bounds(kwargs, value):
     (2.0, {}, r"^n: got 2.0; must be an int$"),
     ("2", {}, r"^n: got '2'; must be an int$"),
     (0, {"minimum": 1}, r"^n: got 0; must be an int >= 1$"),
-    (4, {"maximum": 3}, r"^n: got 4; must be an int and <= 3$"),
+    (4, {"maximum": 3}, r"^n: got 4; must be an int <= 3$"),
     (4, {"minimum": 1, "maximum": 3}, r"^n: got 4; must be an int >= 1 and <= 3$"),
     (0, {"minimum": 1, "rule": "an int >= 1 (one batch)"}, r"^n: got 0; must be an int >= 1 \(one batch\)$"),
 ])
