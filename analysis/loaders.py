@@ -274,6 +274,7 @@ def _tidy(raw: pd.DataFrame) -> pd.DataFrame:
     for col in ("diverged", "done"):
         df[col] = df[col].map(lambda v: bool(v) if isinstance(v, (bool, np.bool_, int, float)) and not _isnan(v) else False) if col in df.columns else False
     df["seed"] = pd.array(df["seed"], dtype="Int64")
+    df["preset"] = pd.Series([p if isinstance(p, str) else None for p in df["preset"]], index=df.index, dtype=object)  # None, not NaN
     for col in df.columns:
         if col not in _CORE and df[col].dtype == object:
             df[col] = _nullable(df[col])
