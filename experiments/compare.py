@@ -252,10 +252,13 @@ def compare(
     (kind -> (low, high)) change the black-box search ranges.
     """
     check_choice("preset", preset, COMPARE_PRESETS)
+    overrides = dict(overrides or {})
+    for key, how in (("preset", "preset="), ("seed", "seeds=")):  # the comparison sets them: an override would be lost
+        check(f"overrides[{key!r}]", overrides.get(key), key not in overrides, f"absent (the comparison sets it through {how})")
     spec = COMPARE_PRESETS[preset]
     spec = dataclasses.replace(
         spec,
-        fds_overrides={**spec.fds_overrides, **dict(overrides or {})},
+        fds_overrides={**spec.fds_overrides, **overrides},
         max_epochs=spec.max_epochs if max_epochs is None else max_epochs,
         num_samples=spec.num_samples if num_samples is None else num_samples,
         ranges={**spec.ranges, **dict(ranges or {})},

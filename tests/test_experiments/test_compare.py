@@ -45,6 +45,8 @@ def test_compare_spec_rejects_bad_values(kwargs, match):
         ({"methods": ["grid"]}, r"methods: got \['grid'\]; must be a non-empty list of distinct names"),
         ({"budget_epochs": -1}, r"budget_epochs: got -1; must be a finite number > 0"),
         ({"max_epochs": 0}, r"max_epochs: got 0; must be an int >= 1"),
+        ({"overrides": {"seed": 3}}, r"overrides\['seed'\]: got 3; must be absent \(the comparison sets it through seeds=\)"),
+        ({"overrides": {"preset": "fashion_mnist"}}, r"overrides\['preset'\]: got 'fashion_mnist'; must be absent"),
     ],
 )
 def test_compare_rejects_bad_arguments_before_any_training(kwargs, match, tmp_path):
