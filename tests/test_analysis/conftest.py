@@ -7,41 +7,21 @@ expected values from the raw ``result.json`` lines (``raw_lines``,
 whose regret, speedup and aggregation are worked out by hand.
 """
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import ray
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 from analysis import RUN_EPOCHS, RUN_SECONDS, load_results
 from baselines import SpaceConfig, run_baseline
 from baselines.greedy import HDTrainable
-from fds_tune import FDSTrainable
 from fds_tune.problem import ProblemConfig
+from support.faults import FaultyFDS, fault
 
 FDS_CONFIG = {"preset": "digits", "epochs": [1, 1], "retrain_epochs": 1}
 SIZES = {"lr": 5, "momentum": 1, "weight_decay": 1}  # the digits preset's shared values
-
-# Ray workers cannot import this test module: ship its classes by value.
-ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-class FailOnceFromScratch(FDSTrainable):
-    """FDS whose seed-1 trial raises once at its second outer step; without checkpoints Ray restarts it from scratch."""
-
-    def step(self):
-        marker = Path(self.config["marker"])
-        if self.fds.seed == 1 and self.learner.outer_step == 1 and not marker.exists():
-            marker.write_text("failed once")
-            raise RuntimeError("injected failure")
-        return super().step()
-
-    def _build(self, config):
-        super()._build({k: v for k, v in config.items() if k != "marker"})
-
 
 def _tune_run(trainable, config, storage, name, **kwargs):
     return tune.run(
@@ -55,8 +35,9 @@ def results(ray_session, tmp_path_factory):
     """A results root with three real experiments: ``fds`` (seeds 0 and 1; the seed-1 trial failed after
     its first result and restarted from scratch, as a resumed experiment does), ``hyperband`` and ``hd`` (seed 0)."""
     root = tmp_path_factory.mktemp("results")
-    config = {**FDS_CONFIG, "seed": tune.grid_search([0, 1]), "marker": str(root / "marker")}
-    _tune_run(FailOnceFromScratch, config, root, "fds", max_failures=1)
+    # The seed-1 trial raises once at its second outer step; without checkpoints Ray restarts it from scratch.
+    config = {**FDS_CONFIG, "seed": tune.grid_search([0, 1]), "fault": fault(root / "marker", at=1, seed=1)}
+    _tune_run(FaultyFDS, config, root, "fds", max_failures=1)
     assert (root / "marker").exists()  # the failure did happen
     run_baseline(
         "hyperband", space=SpaceConfig(sizes=SIZES), problem=ProblemConfig(model="mlp"), max_epochs=2, num_samples=3,
