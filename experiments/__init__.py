@@ -7,29 +7,7 @@
 * scripts, each also run as ``python experiments/<name>.py``: ``bench_engine``,
   ``bench_epoch``, ``fds_vs_hand_tuned``, ``greedy_vs_fds``.
 
-Names are imported on first use: the comparison imports Ray, every searcher and
-matplotlib, which a script that only needs :func:`hand_tuned` does not.
+Import what you need from its module (``from experiments.compare import compare``): this
+package imports nothing itself, so a script that only needs :func:`hand_tuned` does not
+load Ray, every searcher and matplotlib.
 """
-import importlib
-
-_EXPORTS = {
-    "COMPARE_PRESETS": "compare",
-    "CompareSpec": "compare",
-    "Progress": "compare",
-    "write_report": "compare",
-    "main": "cli",
-    "cosine_schedule": "handtuned",
-    "hand_tuned": "handtuned",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
