@@ -194,12 +194,19 @@ def train(
     opt = resolve_optimizer(optimizer, grad_clamp)
     fm = FunctionalModel(model, loss_fn)
     schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon)
-    inner = make_step(fm, opt)
-    hvecs = hyper_vectors(schedule, opt, span, state.step, horizon)
+    names = opt.hyper_names
+    hypers = [dict(zip(names, h.unbind(0))) for h in hyper_vectors(schedule, opt, span, state.step, horizon)]
 
     def step(t, x, y, theta, buffers, opt_state):
-        (theta, opt_state), (loss, stats) = inner(theta, opt_state, hvecs[t], buffers, x, y, state.step + t)
-        return theta, opt_state, loss, stats
+        # Plain reverse mode (one backward pass, no torch.func transform): as fast as a plain
+        # nn.Module + torch.optim.SGD step (experiments/bench_plain.py); forward mode's step is make_step.
+        with torch.enable_grad():
+            leaf = theta.detach().requires_grad_(True)
+            loss, stats = fm.loss(leaf, buffers, x, y)
+            (g,) = torch.autograd.grad(loss, leaf)
+        with torch.no_grad():
+            theta, opt_state = opt.update(theta, opt_state, g, hypers[t], state.step + t)
+        return theta, opt_state, loss.detach(), stats
 
     end = inner_loop(fm, fm.flatten(state.params), state.buffers, state.opt_state, train_batches, horizon, step)
     return TrainResult(TrainState(fm.unflatten(end.theta), end.buffers, end.carry, state.step + len(end.losses)), end.losses, end.diverged)

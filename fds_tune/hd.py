@@ -166,7 +166,7 @@ def hd_train(
             hgrads.append(torch.stack([a[k] for k in kinds]))
         row = torch.stack([hypers[k] for k in kinds])
         if not all_finite(row):  # the adaptation diverged: end the run here, the step untaken and its values unused
-            return theta, (opt_state, hypers, direction), torch.tensor(math.nan), stats
+            return theta, (opt_state, hypers, direction), torch.full_like(loss, math.nan), stats
         values.append(row)
         (theta, opt_state), direction = step_direction(opt, theta, opt_state, g, hypers, start.step + t)
         return theta, (opt_state, hypers, direction), loss, stats

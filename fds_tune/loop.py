@@ -5,7 +5,7 @@ Read top to bottom, one inner step is::
     for t, (x, y) in take(batches, horizon):
         theta, carry, loss, stats = step(t, x, y, theta, buffers, carry)   # the method's pure step
         buffers = update_buffers(buffers, stats)                            # BatchNorm running statistics
-        stop if the loss or the weights are not finite                      # divergence ends the run
+        stop if a loss is not finite (checked every k steps)                # divergence ends the run
 
 What differs between methods is only ``step`` and what it carries: the
 optimizer state (plain training), plus the tangents (forward mode), plus the
@@ -22,7 +22,9 @@ import torch
 from .functional_model import FunctionalModel
 from .validation import check_int
 
-__all__ = ["Batch", "LoopEnd", "run_length", "take", "all_finite", "inner_loop"]
+__all__ = ["Batch", "LoopEnd", "run_length", "take", "all_finite", "inner_loop", "CHECK_EVERY_ACCELERATOR"]
+
+CHECK_EVERY_ACCELERATOR = 50  # steps between divergence checks on a GPU (each check is one host sync)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Step = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, dict, Any], tuple[torch.Tensor, Any, torch.Tensor, dict]]
@@ -76,6 +78,7 @@ def inner_loop(
     step: Step,
     *,
     forward_mode: bool = False,
+    check_every: int | None = None,
 ) -> LoopEnd:
     """Run ``step`` over ``horizon`` batches; stop early when the loss or the weights become non-finite.
 
@@ -84,15 +87,31 @@ def inner_loop(
     BatchNorm batch statistics that :meth:`FunctionalModel.update_buffers` folds
     into the running ones.  ``forward_mode`` selects BatchNorm's forward-mode
     kernels (:meth:`FunctionalModel.batch_statistics`).
+
+    Divergence is checked every ``check_every`` steps (default: every step on a
+    CPU, where a check costs nothing; every :data:`CHECK_EVERY_ACCELERATOR` steps on
+    an accelerator, where reading a loss back is a host sync that stalls the
+    device).  A check reads the losses since the last one: a non-finite loss
+    means the weights it was computed from were already non-finite, so the
+    weights themselves are scanned only once, at the end.  A run that diverges
+    therefore stops within ``check_every`` steps of it; the steps it took all count.
     """
+    if check_every is None:
+        check_every = 1 if theta.device.type == "cpu" else CHECK_EVERY_ACCELERATOR
     losses: list[float] = []
+    pending: list[torch.Tensor] = []
     diverged = False
     with fm.batch_statistics(forward_mode=forward_mode):
         for t, (x, y) in take(batches, horizon):
             theta, carry, loss, stats = step(t, x, y, theta, buffers, carry)
             buffers = fm.update_buffers(buffers, stats)
-            losses.append(float(loss))
-            if not (math.isfinite(losses[-1]) and all_finite(theta)):
-                diverged = True
-                break
+            pending.append(loss.detach())
+            if len(pending) == check_every or t == horizon - 1:
+                recent = torch.stack(pending).double().tolist()  # the one host sync
+                losses += recent
+                pending = []
+                if not all(math.isfinite(v) for v in recent):
+                    diverged = True
+                    break
+    diverged = diverged or not all_finite(theta)
     return LoopEnd(theta, buffers, carry, losses, diverged)
