@@ -32,7 +32,7 @@ def cosine_schedule(lr: float, momentum: float, weight_decay: float, horizon: in
 def _fit(problem: Problem, schedule_for, epochs: int, idx, draw: int, grad_clamp):
     n = problem.n_train if idx is None else len(idx)
     horizon = epochs * problem.steps_per_epoch(n)
-    model = problem.model()
+    model = problem.model(draw)  # the grid trains draw 0, the retraining FDS's RETRAIN_DRAW
     run = train(model, schedule_for(horizon), problem.train_batches(idx, epochs, draw), horizon=horizon, grad_clamp=grad_clamp)
     fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
     return run, fm, fm.flatten(run.params)

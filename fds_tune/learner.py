@@ -1,7 +1,8 @@
 """The FDS learner: outer steps of full inner runs, then retraining.
 
 Library code with no Ray in it; :class:`~fds_tune.trainable.FDSTrainable` only
-wraps it.  Each outer step re-initialises the network from the seed, trains it
+wraps it.  Each outer step draws a fresh network initialisation from ``(seed, outer
+step)`` (the final retraining from ``(seed, RETRAIN_DRAW)``), trains it
 for that step's horizon on the training set minus a validation split drawn
 again for that step, computes exact hypergradients with forward mode, and
 updates the shared values with the configured outer rule.  All randomness is
@@ -86,7 +87,7 @@ class FDSLearner:
         train_idx, val_idx = problem.split(draw)
         epochs = cfg.epochs[draw]
         horizon = epochs * problem.steps_per_epoch(len(train_idx))
-        model = problem.model()
+        model = problem.model(draw)  # a fresh initialisation per outer step
         schedule = self.schedule
         hg = hypergradients(
             model,
@@ -152,7 +153,7 @@ class FDSLearner:
         steps_per_epoch = problem.steps_per_epoch(problem.n_train)
         candidates = self.retrain_candidates()
         for attempt, schedule in enumerate(candidates, start=1):
-            model = problem.model()
+            model = problem.model(RETRAIN_DRAW)
             run = train(
                 model, schedule, problem.train_batches(None, epochs, RETRAIN_DRAW), horizon=epochs * steps_per_epoch,
                 optimizer=self.optimizer,

@@ -75,9 +75,16 @@ class Problem:
         n = self.n_train - len(self.split(0)[1]) if n is None else n
         return num_batches(n, self.config.batch_size)
 
-    def model(self, dtype: torch.dtype = torch.float32) -> nn.Module:
-        """The network, initialised from the seed, on the training device."""
-        net = build_model(self.config.model, self.data.input_shape, self.data.num_classes, seed=self.config.seed)
+    def model(self, draw: int = 0, dtype: torch.dtype = torch.float32) -> nn.Module:
+        """The network, initialised from ``(seed, draw)``, on the training device.
+
+        Each FDS outer step ``k`` draws its own initialisation (``draw=k``), and so does a
+        final retraining (``RETRAIN_DRAW``), as the paper's code does: a schedule is not
+        tuned to one initialisation.  A single-run method (a black-box trial, HD, greedy)
+        trains draw 0, the initialisation of FDS's first outer step.
+        """
+        seed = self._seed(draw, 2)
+        net = build_model(self.config.model, self.data.input_shape, self.data.num_classes, seed=seed % 2**32)
         return net.to(device=self.device, dtype=dtype)
 
     def train_batches(self, idx: torch.Tensor | None, epochs: int, draw: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -97,3 +97,15 @@ def test_no_retraining_when_switched_off(problem):
     learner = _finished(problem, retrain_epochs=0)
     epochs = learner.epochs_total
     assert learner.retrain() == {} and learner.epochs_total == epochs
+
+
+def test_outer_steps_and_the_retraining_draw_fresh_initialisations(problem, monkeypatch):
+    from fds_tune.learner import RETRAIN_DRAW
+
+    draws, model = [], problem.model
+    monkeypatch.setattr(problem, "model", lambda draw=0, **kw: draws.append(draw) or model(draw, **kw))
+    learner = FDSLearner(fds_config({**TINY, "epochs": [1, 1]}), problem)
+    learner.step()
+    learner.step()
+    learner.retrain()
+    assert draws[:3] == [0, 1, RETRAIN_DRAW]  # (more only if the retraining fell back)

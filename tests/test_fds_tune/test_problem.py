@@ -39,3 +39,15 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="device: got 'cuda:1'; must be 'auto' or 'cpu': no CUDA device is visible"):
             resolve_device("cuda:1")
+
+
+def test_each_draw_has_its_own_initialisation_reproducible_from_the_seed():
+    from fds_tune.problem import Problem
+
+    p = Problem(ProblemConfig(model="mlp", device="cpu"))
+    q = Problem(ProblemConfig(model="mlp", device="cpu", seed=1))
+    weights = lambda net: torch.cat([w.detach().reshape(-1) for w in net.parameters()])  # noqa: E731
+    assert torch.equal(weights(p.model(0)), weights(p.model(0)))  # the same draw: the same initialisation
+    assert torch.equal(weights(p.model()), weights(p.model(0)))  # the default is draw 0
+    for other in (p.model(1), p.model(-1), q.model(0)):
+        assert not torch.equal(weights(other), weights(p.model(0)))
