@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-all setup data clean
+.PHONY: run test setup data clean
 
 setup: $(STAMP) data
 
@@ -27,10 +27,8 @@ run: setup
 	rm -rf results/digits
 	$(VENV)/bin/fds-tune compare --preset digits --out results/digits
 
+# Every test, the fault-tolerance end-to-end runs (driver SIGKILL + resume, node loss) included.
 test: setup
-	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
-
-test-all: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 clean:
