@@ -14,7 +14,7 @@ import torch
 
 from fds_tune import Problem, Schedule, train
 from fds_tune.functional_model import FunctionalModel
-from fds_tune.learner import RETRAIN_DRAW  # the same batch order as FDS's retraining
+from fds_tune.problem import RETRAIN_DRAW  # the same initialisation and batches as every hand-over
 from fds_tune.validation import check, check_int, check_number, check_optional, is_number
 
 __all__ = ["cosine_schedule", "hand_tuned"]
@@ -32,8 +32,9 @@ def cosine_schedule(lr: float, momentum: float, weight_decay: float, horizon: in
 def _fit(problem: Problem, schedule_for, epochs: int, idx, draw: int, grad_clamp):
     n = problem.n_train if idx is None else len(idx)
     horizon = epochs * problem.steps_per_epoch(n)
-    model = problem.model(draw)  # the grid trains draw 0, the retraining FDS's RETRAIN_DRAW
-    run = train(model, schedule_for(horizon), problem.train_batches(idx, epochs, draw), horizon=horizon, grad_clamp=grad_clamp)
+    model = problem.model(draw)  # the grid trains draw 0, the retraining RETRAIN_DRAW: the hand-over every method gets
+    batches = problem.steps(idx, 0, horizon, handover=idx is None)
+    run = train(model, schedule_for(horizon), batches, horizon=horizon, grad_clamp=grad_clamp)
     fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
     return run, fm, fm.flatten(run.params)
 

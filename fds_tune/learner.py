@@ -22,13 +22,12 @@ from .config import FDSConfig, fds_config
 from .engine import hypergradients, train
 from .functional_model import FunctionalModel, val_test_metrics
 from .optim import resolve_optimizer
-from .problem import Problem, cached_problem
+from .problem import RETRAIN_DRAW, Problem, cached_problem
 from .results import diverged_metrics, finite_or
 from .schedule import Schedule
 
-__all__ = ["FDSLearner", "FDSRun", "RETRAIN_DRAW"]
+__all__ = ["FDSLearner", "FDSRun"]
 
-RETRAIN_DRAW = -1  # batch order of the final retraining run
 
 
 class FDSLearner:
@@ -154,10 +153,9 @@ class FDSLearner:
         candidates = self.retrain_candidates()
         for attempt, schedule in enumerate(candidates, start=1):
             model = problem.model(RETRAIN_DRAW)
-            run = train(
-                model, schedule, problem.train_batches(None, epochs, RETRAIN_DRAW), horizon=epochs * steps_per_epoch,
-                optimizer=self.optimizer,
-            )
+            horizon = epochs * steps_per_epoch
+            batches = problem.steps(None, 0, horizon, handover=True)  # the hand-over every method gets
+            run = train(model, schedule, batches, horizon=horizon, optimizer=self.optimizer)
             self.epochs_total += len(run.train_losses) / steps_per_epoch
             failed = run.diverged or run.stalled
             if not failed:

@@ -18,7 +18,9 @@ from .data import DATASETS, Dataset, epoch_batches, eval_batches, load_dataset, 
 from .models import MODELS, build_model
 from .validation import check, check_choice, check_int, check_number, fail
 
-__all__ = ["ProblemConfig", "Problem", "resolve_device", "cached_problem"]
+__all__ = ["ProblemConfig", "Problem", "resolve_device", "cached_problem", "RETRAIN_DRAW"]
+
+RETRAIN_DRAW = -1  # the draw of a final retraining (every method's hand-over): its initialisation and batch order
 
 
 def resolve_device(device: str) -> torch.device:
@@ -94,6 +96,22 @@ class Problem:
         return itertools.chain.from_iterable(
             epoch_batches(x, y, self.config.batch_size, gen, augment=self.data.augment) for _ in range(epochs)
         )
+
+    def steps(self, idx: torch.Tensor | None, first: int, n: int, handover: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of global steps ``first .. first + n - 1`` of a run over ``idx`` (None: the
+        full training set), one epoch after another.
+
+        Epoch ``e`` draws its order with ``draw=e`` (a search run), or ``draw=RETRAIN_DRAW - e``
+        (a hand-over: the final retraining of every method), so that a run resumes at any step
+        without replaying earlier epochs, and every method's hand-over sees the same batches.
+        """
+        steps_per_epoch = self.steps_per_epoch(self.n_train if idx is None else len(idx))
+        epoch, skip = divmod(first, steps_per_epoch)
+        while n > 0:
+            take = min(n, steps_per_epoch - skip)
+            draw = RETRAIN_DRAW - epoch if handover else epoch
+            yield from itertools.islice(self.train_batches(idx, 1, draw), skip, skip + take)
+            epoch, skip, n = epoch + 1, 0, n - take
 
     def eval_batches(self, idx: torch.Tensor, batch_size: int = 1024):
         return list(eval_batches(self.data.x_train[idx], self.data.y_train[idx], batch_size))

@@ -20,7 +20,7 @@ how to take them (:meth:`TrainingRun.advance`).
 """
 from __future__ import annotations
 
-import itertools
+import math
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from .checkpoint import decode_tensors, encode_tensors
 from .functional_model import FunctionalModel, TrainState, val_test_metrics
 from .optim import sgd
-from .problem import ProblemConfig, cached_problem
+from .problem import RETRAIN_DRAW, ProblemConfig, cached_problem
 from .results import EPOCHS, SECONDS, diverged_metrics
 
 __all__ = ["Run", "RunConfig", "TrainingRun"]
@@ -71,23 +71,28 @@ class RunConfig(Protocol):
 class TrainingRun:
     """One training run on the shared problem, advanced ``steps_now()`` inner steps per :meth:`step`.
 
-    Epoch ``e`` draws its batch order from ``problem.train_batches(train_idx, 1, draw=e)``,
-    a generator seeded from ``(problem seed, e)``: no RNG state needs saving, and a
-    paused and resumed run continues bit for bit.
+    Epoch ``e`` draws its batch order from ``(problem seed, e)`` (:meth:`~fds_tune.problem.Problem.steps`):
+    no RNG state needs saving, and a paused and resumed run continues bit for bit.
+
+    ``handover=True`` makes the run a *hand-over*, the final retraining every method's
+    choice gets: initialisation ``RETRAIN_DRAW``, the full training set, the hand-over's
+    batch order, and ``handover_test_acc`` (the test accuracy, read once at the end).
     """
 
     KIND: ClassVar[str]
     METHOD: ClassVar[str]  # the result's ``method`` unless the config says otherwise
 
-    def __init__(self, config: RunConfig):
+    def __init__(self, config: RunConfig, handover: bool = False):
         self.config = config
+        self.handover = handover
         self.problem = cached_problem(config.problem)
-        self.model = self.problem.model()
+        self.model = self.problem.model(RETRAIN_DRAW if handover else 0)
         self.fm = FunctionalModel(self.model, F.cross_entropy)
-        self.train_idx, self.val_idx = self.problem.split(0)
+        split_train, self.val_idx = self.problem.split(0)
+        self.train_idx = None if handover else split_train  # a hand-over trains on the full training set
         self.val_batches = self.problem.eval_batches(self.val_idx)
         self.test_batches = self.problem.test_batches()
-        self.steps_per_epoch = self.problem.steps_per_epoch(len(self.train_idx))
+        self.steps_per_epoch = self.problem.steps_per_epoch(self.problem.n_train if handover else len(split_train))
         self.state: TrainState = self.fm.start_state(sgd().init)
         self.compute_s = 0.0
         self.diverged = False
@@ -125,11 +130,11 @@ class TrainingRun:
         t0 = time.perf_counter()
         first = self.state.step
         n = min(self.steps_now(), self.horizon - first)
-        extra, diverged = self.advance(self.batches(first, n), n)
-        metrics = None if diverged else val_test_metrics(self.fm, self.state.params, self.state.buffers, self.val_batches, self.test_batches)
+        extra, diverged = self.advance(self.problem.steps(self.train_idx, first, n, self.handover), n)
+        metrics = None if diverged else self.evaluate()
         self.compute_s += time.perf_counter() - t0
         self.diverged = metrics is None
-        return {
+        result = {
             "method": getattr(self.config, "method", self.METHOD),
             "seed": self.config.problem.seed,
             "preset": self.config.preset,
@@ -139,14 +144,19 @@ class TrainingRun:
             **extra,
             "done": self.done,
         }
+        if self.handover:
+            result["handover"] = True
+            if self.done:  # the hand-over's answer: evaluated once on the test set, at the end
+                result["handover_test_acc"] = result["test_acc"]
+        return result
 
-    def batches(self, first: int, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Batches of global steps ``first .. first + n - 1``; epoch ``e`` is drawn with ``draw=e``."""
-        epoch, skip = divmod(first, self.steps_per_epoch)
-        while n > 0:
-            take = min(n, self.steps_per_epoch - skip)
-            yield from itertools.islice(self.problem.train_batches(self.train_idx, 1, draw=epoch), skip, skip + take)
-            epoch, skip, n = epoch + 1, 0, n - take
+    def evaluate(self) -> dict[str, Any] | None:
+        """Eval-mode metrics; None when the loss is not finite.  A hand-over trained on the validation
+        split too, so it reports no validation metrics (NaN): it is never chosen by validation."""
+        if not self.handover:
+            return val_test_metrics(self.fm, self.state.params, self.state.buffers, self.val_batches, self.test_batches)
+        loss, acc = self.fm.evaluate(self.fm.flatten(self.state.params), self.state.buffers, self.test_batches)
+        return {"val_acc": math.nan, "val_loss": math.nan, "test_acc": acc, "diverged": False} if math.isfinite(loss) else None
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()

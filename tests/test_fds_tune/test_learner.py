@@ -100,7 +100,7 @@ def test_no_retraining_when_switched_off(problem):
 
 
 def test_outer_steps_and_the_retraining_draw_fresh_initialisations(problem, monkeypatch):
-    from fds_tune.learner import RETRAIN_DRAW
+    from fds_tune.problem import RETRAIN_DRAW
 
     draws, model = [], problem.model
     monkeypatch.setattr(problem, "model", lambda draw=0, **kw: draws.append(draw) or model(draw, **kw))
