@@ -199,11 +199,18 @@ class OnlineRun(TrainingRun):
 
     CONFIG: ClassVar[type[OnlineConfig]]
 
-    def __init__(self, config: Mapping[str, Any] | OnlineConfig):
-        super().__init__(config if isinstance(config, self.CONFIG) else self.CONFIG.from_dict(config))
+    def __init__(self, config: Mapping[str, Any] | OnlineConfig, handover: bool = False):
+        super().__init__(config if isinstance(config, self.CONFIG) else self.CONFIG.from_dict(config), handover)
         self.optimizer = resolve_optimizer("sgd", self.config.grad_clamp)
         self.traj_sum: list[list[float]] = []  # per epoch, per kind: sum of the values used
         self.traj_count: list[int] = []  # per epoch: inner steps taken
+
+    @classmethod
+    def for_handover(cls, config, epochs):
+        """The same method with the same knobs, rerun on the full training set for ``epochs`` epochs
+        (greedy forward mode keeps taking its hypergradients on the validation split, which a
+        hand-over also trains on: its signal, never a selection)."""
+        return cls({**config, "epochs": epochs}, handover=True)
 
     @property
     def horizon(self) -> int:
@@ -250,8 +257,8 @@ class HDRun(OnlineRun):
     KIND = METHOD = "hd"
     CONFIG = HDConfig
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, handover=False):
+        super().__init__(config, handover)
         self.hd: HDState = hd_init(self.config.init)
 
     def steps_now(self) -> int:
@@ -284,8 +291,8 @@ class GreedyRun(OnlineRun):
     KIND = METHOD = "greedy"
     CONFIG = GreedyConfig
 
-    def __init__(self, config):
-        super().__init__(config)
+    def __init__(self, config, handover=False):
+        super().__init__(config, handover)
         cfg = self.config
         if cfg.window is not None and cfg.window > self.horizon:
             fail("window", cfg.window, f"at most the run's {self.horizon} inner steps ({cfg.epochs} epochs x {self.steps_per_epoch} steps)")

@@ -21,14 +21,14 @@ import torch
 
 from baselines.greedy import GreedyRun, HDRun
 from fds_tune import FDSRun
+from fds_tune.run import run_to_end
 
 KEPT = ("val_acc", "epochs_total", "compute_s", "schedule", "trajectory", "retrain_schedule", "retrain_attempts")
 
 
-def run_to_end(run) -> dict:
-    """Any run (the one protocol): step until done; the final test accuracy is the retrained one where FDS retrains."""
-    while not run.done:
-        result = run.step()
+def summary(run) -> dict:
+    """Any run (the one protocol), run to its end; the final test accuracy is the retrained one where FDS retrains."""
+    result = run_to_end(run)[-1]
     retrained = "retrain_test_acc" in result
     return {
         "test_acc": result["retrain_test_acc" if retrained else "test_acc"],
@@ -40,17 +40,17 @@ def run_to_end(run) -> dict:
 def run_hd(preset: str, scales: list[float] | None) -> dict[str, dict]:
     """HD with its default rates, or with each ``scale * (1, 10, 0.1)``; then ``hd`` is the best by val_acc."""
     if not scales:
-        return {"hd": run_to_end(HDRun({"preset": preset}))}
+        return {"hd": summary(HDRun({"preset": preset}))}
     rates = {f"hd@{s:g}": {"lr": s, "momentum": 10 * s, "weight_decay": s / 10} for s in scales}
-    runs = {name: {**run_to_end(HDRun({"preset": preset, "hyper_lr": r})), "hyper_lr": r} for name, r in rates.items()}
+    runs = {name: {**summary(HDRun({"preset": preset, "hyper_lr": r})), "hyper_lr": r} for name, r in rates.items()}
     best = max(runs, key=lambda name: runs[name]["val_acc"])
     return {**runs, "hd": {**runs[best], "chosen": best}}
 
 
 RUNNERS = {
-    "fds": lambda preset, args: {"fds": run_to_end(FDSRun({"preset": preset}))},
+    "fds": lambda preset, args: {"fds": summary(FDSRun({"preset": preset}))},
     "hd": lambda preset, args: run_hd(preset, args.hd_scales),
-    "greedy": lambda preset, args: {"greedy": run_to_end(GreedyRun({"preset": preset}))},
+    "greedy": lambda preset, args: {"greedy": summary(GreedyRun({"preset": preset}))},
 }
 
 

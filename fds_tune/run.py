@@ -34,7 +34,7 @@ from .optim import sgd
 from .problem import RETRAIN_DRAW, ProblemConfig, cached_problem
 from .results import EPOCHS, SECONDS, diverged_metrics
 
-__all__ = ["Run", "RunConfig", "TrainingRun"]
+__all__ = ["Run", "RunConfig", "TrainingRun", "run_to_end"]
 
 
 @runtime_checkable
@@ -98,6 +98,12 @@ class TrainingRun:
         self.diverged = False
 
     # ---- what a method says ----------------------------------------------------------
+    @classmethod
+    def for_handover(cls, config: Mapping[str, Any], epochs: int) -> "TrainingRun":
+        """The hand-over of a trial's ``config``: the same method and settings, run for ``epochs``
+        epochs as a hand-over (see the class docstring)."""
+        raise NotImplementedError
+
     @property
     def horizon(self) -> int:
         """Inner steps of the whole run."""
@@ -171,3 +177,11 @@ class TrainingRun:
         self.state = TrainState(state["params"], state["buffers"], tuple(state["opt_state"]), int(state["step"]))
         self.compute_s, self.diverged = float(state["compute_s"]), bool(state["diverged"])
         self.load_method_state(state)
+
+
+def run_to_end(run: Run) -> list[dict[str, Any]]:
+    """Step ``run`` until it is done; its results, in order."""
+    results = []
+    while not run.done:
+        results.append(run.step())
+    return results
