@@ -1,6 +1,7 @@
 """The ``fds-tune`` command line: a thin shell over :mod:`experiments.compare`.
 
-    fds-tune compare --preset digits [--seeds K] [--budget EPOCHS] [--methods fds bohb ...] [--range lr=0,0.3] [--out DIR] [--resume]
+    fds-tune compare --preset digits [--seeds K | --seed-list S ...] [--budget EPOCHS] [--methods fds bohb ...] [--range lr=0,0.3]
+                     [--gpus-per-trial SHARE] [--out DIR] [--resume]
     fds-tune report DIR          # rebuild CSV, table and plots from DIR/ray without running anything
 
 Every error is one line on stderr, ``fds-tune: error: ...``, with exit status 2.
@@ -35,7 +36,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("compare", help="run FDS and the baselines on one preset; write results, a table and plots")
     c.add_argument("--preset", required=True, choices=sorted(COMPARE_PRESETS))
-    c.add_argument("--seeds", type=_checked(int, check_int, minimum=1), default=1, help="seeds per method (default 1)")
+    seeds = c.add_mutually_exclusive_group()
+    seeds.add_argument(
+        "--seeds", type=_checked(int, check_int, minimum=1), default=1, metavar="K",
+        help="run K seeds of every method, seeds 0..K-1 (default 1: seed 0)",
+    )
+    seeds.add_argument(
+        "--seed-list", nargs="+", type=_checked(int, check_int, minimum=0), default=None, metavar="S",
+        help="run exactly these seeds of every method instead, e.g. --seed-list 2 5 (distinct ints >= 0)",
+    )
     c.add_argument(
         "--budget", type=_checked(float, check_number, low=0, low_open=True), default=None,
         help="training epochs per black-box method (default: the preset's)",
@@ -55,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
     c.add_argument("--address", default=None, help="an existing Ray cluster to run on (e.g. 'auto' or HOST:PORT); default: a local Ray")
     c.add_argument("--cpus", type=_checked(int, check_int, minimum=1), default=None, help="CPUs for a local Ray (default: all)")
+    c.add_argument(
+        "--gpus-per-trial", type=_checked(float, check_number, low=0, high=1, low_open=True), default=None, metavar="SHARE",
+        help="on a Ray cluster with GPUs, the GPU share in (0, 1] every trial of every method requests (default 1: one trial "
+        "per GPU); without GPUs trials request 1 CPU and train on CPU. Compute is device-seconds of one trial's resources",
+    )
     r = sub.add_parser("report", help="rebuild results.csv, the table and the plots from a comparison directory")
     r.add_argument("out")
     return p
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             compare(
                 args.preset,
                 out=args.out or f"results/{args.preset}",
-                seeds=args.seeds,
+                seeds=args.seeds if args.seed_list is None else args.seed_list,
                 methods=args.methods,
                 budget_epochs=args.budget,
                 max_epochs=args.max_epochs,
@@ -127,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                 resume=args.resume,
                 address=args.address,
                 num_cpus=args.cpus,
+                gpus_per_trial=args.gpus_per_trial,
             )
         else:
             write_report(args.out)

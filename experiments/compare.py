@@ -7,9 +7,23 @@ schedule search space, then writes
 * ``results.csv``: every reported result, tidy (:func:`analysis.load_results`);
 * ``table.md`` / ``table.tex``: the comparison table (:func:`analysis.comparison_table`);
 * ``regret.png``, ``schedules.png``, ``hypergradients.png``, ``greedy.png``: the plots.
+* ``cluster.json``: the Ray cluster's CPUs and GPUs and what each trial requested (the caption's concurrency).
 
 Compute is counted on the same axes for every method (``epochs_total`` and
-``compute_s``, see :mod:`fds_tune.results`).  FDS's own budget is its preset's
+``compute_s``, see :mod:`fds_tune.results`).  ``compute_s`` is device-seconds of
+one trial's resources, summed over a method's trials: every trial of every
+method requests the same resources, 1 CPU, plus, on a Ray cluster with GPUs, a
+GPU share (``gpus_per_trial``, default a whole GPU), and each result records its
+trial's request (``cpus``, ``gpus``).  A trial given no GPU trains on CPU (see
+:mod:`fds_tune.trainable`), so black-box trials never share a GPU they did not
+ask for.  Black-box trials run concurrently (up to cluster CPUs, or GPUs, over
+the per-trial request), FDS, HD and greedy as one trial: summed compute is not
+wall clock, and the report's caption says how many trials could run at once.
+
+``seeds`` is a number K (seeds 0..K-1) or the seeds themselves (e.g. ``[2, 5]``);
+each method and seed is one experiment, ``ray/<method>-seed<k>/``.
+
+FDS's own budget is its preset's
 (outer steps x epochs, plus retraining); each black-box method gets
 ``budget_epochs`` training epochs in total, ``max_epochs`` per trial; HD and
 greedy forward mode train one run of ``max_epochs`` epochs.
@@ -23,6 +37,7 @@ said so and run again from scratch.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import os
@@ -44,11 +59,15 @@ from baselines.greedy import GREEDY_METHODS as GREEDY_TRAINABLES
 from baselines.greedy import SHARED_KEYS
 from fds_tune import PRESETS, FDSConfig, FDSTrainable, fds_config
 from fds_tune.results import BLACK_BOX_METHODS, EPOCHS, GREEDY_METHODS, METHODS, METRIC, MODE
-from fds_tune.validation import check, check_choice, check_int, check_number, fail
+from fds_tune.validation import check, check_choice, check_int, check_number, check_optional, fail, is_int
 
-__all__ = ["COMPARE_PRESETS", "CompareSpec", "compare", "write_report", "search_space", "Progress"]
+__all__ = [
+    "COMPARE_PRESETS", "CompareSpec", "compare", "write_report", "search_space", "Progress", "trial_resources", "seed_list",
+    "compute_caption",
+]
 
 DONE_MARKER = ".fds_tune_done"
+CLUSTER_FILE = "cluster.json"  # the Ray cluster's CPUs and GPUs and each trial's request, for the report's caption
 # Methods Ray Tune cannot restore after a killed driver (see baselines/hyperband.py, baselines/bohb.py).
 NOT_RESUMABLE = {
     "bohb": "BOHB cannot be resumed: TuneBOHB fails after Tuner.restore (a known upstream problem).",
@@ -146,7 +165,9 @@ class Progress(tune.Callback):
         )
 
 
-def _experiment(method: str, seed: int, preset: str, spec: CompareSpec, budget: float, storage: Path, progress: Progress):
+def _experiment(
+    method: str, seed: int, preset: str, spec: CompareSpec, budget: float, storage: Path, progress: Progress, resources: Mapping[str, float]
+):
     """(trainable, tuner factory) for one method and seed.
 
     The FDS preset is resolved once, here: every method's trials get explicit values (FDS its whole
@@ -165,16 +186,17 @@ def _experiment(method: str, seed: int, preset: str, spec: CompareSpec, budget: 
             grad_clamp=fds.grad_clamp,
             preset=preset,
         )
-        trainable = tune.with_resources(setup.trainable, {"cpu": 1})
+        trainable = tune.with_resources(setup.trainable, dict(resources))
         return trainable, lambda: setup.tuner(
-            storage_path=storage, name=name, budget_epochs=budget, callbacks=[progress], checkpoint_frequency=1, max_failures=2
+            storage_path=storage, name=name, budget_epochs=budget, callbacks=[progress], resources_per_trial=dict(resources),
+            checkpoint_frequency=1, max_failures=2,
         )
     if method in GREEDY_METHODS:
         trainable = GREEDY_TRAINABLES[method]
         space = {**{k: v for k, v in fds.to_dict().items() if k in SHARED_KEYS}, "epochs": spec.max_epochs}
     else:  # FDS
         trainable, space = FDSTrainable, fds.to_dict()
-    trainable = tune.with_resources(trainable, {"cpu": 1})
+    trainable = tune.with_resources(trainable, dict(resources))
     run_config = tune.RunConfig(
         name=name,
         storage_path=str(storage),
@@ -191,6 +213,26 @@ def _experiment(method: str, seed: int, preset: str, spec: CompareSpec, budget: 
 def search_space(fds: FDSConfig, spec: CompareSpec) -> SpaceConfig:
     """The black-box search space: FDS's number of shared values per kind, the spec's ranges over the defaults."""
     return SpaceConfig(sizes=dict(fds.n_values), ranges={**SpaceConfig().ranges, **spec.ranges})
+
+
+def trial_resources(cluster: Mapping[str, float], gpus_per_trial: float | None = None) -> dict[str, float]:
+    """What every trial requests on a Ray cluster with ``cluster`` resources (``ray.cluster_resources()``):
+    1 CPU, plus, where the cluster has GPUs, ``gpus_per_trial`` of one (default: a whole GPU per trial)."""
+    check_optional("gpus_per_trial", gpus_per_trial, check_number, low=0, high=1, low_open=True)
+    if cluster.get("GPU", 0) > 0:
+        return {"cpu": 1, "gpu": 1 if gpus_per_trial is None else gpus_per_trial}
+    check("gpus_per_trial", gpus_per_trial, gpus_per_trial is None, "None on a Ray cluster without GPUs (it has none to share)")
+    return {"cpu": 1}
+
+
+def seed_list(seeds: int | Sequence[int]) -> list[int]:
+    """The seeds to run: ``K`` -> ``0..K-1``; a sequence of distinct ints >= 0 -> those seeds, in its order."""
+    if is_int(seeds) and seeds >= 1:
+        return list(range(seeds))
+    ok = isinstance(seeds, Sequence) and not isinstance(seeds, str) and len(seeds) > 0
+    ok = ok and all(is_int(s) and s >= 0 for s in seeds) and len(set(seeds)) == len(seeds)
+    check("seeds", seeds, ok, "an int >= 1 (that many seeds, from 0) or a non-empty list of distinct ints >= 0")
+    return list(seeds)
 
 
 def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
@@ -232,7 +274,7 @@ def compare(
     preset: str,
     *,
     out: str | os.PathLike,
-    seeds: int = 1,
+    seeds: int | Sequence[int] = 1,
     methods: Sequence[str] = METHODS,
     budget_epochs: float | None = None,
     max_epochs: int | None = None,
@@ -242,6 +284,7 @@ def compare(
     resume: bool = False,
     address: str | None = None,
     num_cpus: int | None = None,
+    gpus_per_trial: float | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the comparison and write results, table and plots under ``out``; returns their paths and the table.
@@ -249,11 +292,16 @@ def compare(
     ``overrides`` change the FDS preset's keys (problem, shared values, horizons: see
     :class:`~fds_tune.config.FDSConfig`) for every method; ``max_epochs`` and
     ``num_samples`` change the black-box trials' epochs and number; ``ranges``
-    (kind -> (low, high)) change the black-box search ranges.
+    (kind -> (low, high)) change the black-box search ranges.  ``seeds``: a number K
+    (seeds 0..K-1) or the seeds to run.  ``gpus_per_trial``: each trial's GPU share in
+    (0, 1] on a cluster with GPUs (default 1: one trial per GPU); it must be None on
+    a cluster without GPUs, where trials request 1 CPU only.  ``compute_s`` in the
+    results is device-seconds of one trial's resources (see the module docstring).
     """
     check_choice("preset", preset, COMPARE_PRESETS)
     overrides = dict(overrides or {})
-    for key, how in (("preset", "preset="), ("seed", "seeds=")):  # the comparison sets them: an override would be lost
+    # the comparison sets them: an override would be lost
+    for key, how in (("preset", "preset=, --preset"), ("seed", "seeds=, --seeds or --seed-list")):
         check(f"overrides[{key!r}]", overrides.get(key), key not in overrides, f"absent (the comparison sets it through {how})")
     spec = COMPARE_PRESETS[preset]
     spec = dataclasses.replace(
@@ -263,7 +311,8 @@ def compare(
         num_samples=spec.num_samples if num_samples is None else num_samples,
         ranges={**spec.ranges, **dict(ranges or {})},
     )
-    check_int("seeds", seeds, minimum=1)
+    seeds = seed_list(seeds)
+    check_optional("gpus_per_trial", gpus_per_trial, check_number, low=0, high=1, low_open=True)
     methods = list(methods)
     check(
         "methods", methods, bool(methods) and set(methods) <= set(METHODS) and len(set(methods)) == len(methods),
@@ -275,16 +324,19 @@ def compare(
     if storage.exists() and any(storage.iterdir()) and not resume:
         fail("out", str(out), "a directory without results (pass resume=True, --resume, to continue them, or choose another --out)")
     search_space(fds_config({"preset": preset, **spec.fds_overrides}), spec)  # validate before any training
-    storage.mkdir(parents=True, exist_ok=True)
     _ensure_ray(address, num_cpus)
+    cluster = ray.cluster_resources()
+    resources = trial_resources(cluster, gpus_per_trial)
+    storage.mkdir(parents=True, exist_ok=True)
+    (out / CLUSTER_FILE).write_text(json.dumps({"cluster": {k: cluster.get(k, 0) for k in ("CPU", "GPU")}, "per_trial": resources}) + "\n")
     started = time.time()
-    for seed in range(seeds):
+    for seed in seeds:
         for method in methods:
             black_box = method in BLACK_BOX_METHODS
             progress = Progress(f"{method} seed {seed}", spec.num_samples if black_box else 1, budget if black_box else None)
             log(f"== {method}, seed {seed} ({time.time() - started:.0f}s elapsed)")
             path = storage / f"{method}-seed{seed}"
-            _run_one(method, path, _experiment(method, seed, preset, spec, budget, storage, progress), resume, log)
+            _run_one(method, path, _experiment(method, seed, preset, spec, budget, storage, progress, resources), resume, log)
     return write_report(out, log=log)
 
 
@@ -299,8 +351,10 @@ def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> 
     csv = out / "results.csv"
     df.to_csv(csv, index=False)
     table = analysis.comparison_table(pd.read_csv(csv))  # the table comes from the CSV, nothing else
+    cluster = json.loads((out / CLUSTER_FILE).read_text())["cluster"] if (out / CLUSTER_FILE).exists() else None
+    caption = compute_caption(df, cluster)
     (out / "table.md").write_text(analysis.to_markdown(table) + "\n")
-    (out / "table.tex").write_text(analysis.to_latex(table) + "\n")
+    (out / "table.tex").write_text(analysis.to_latex(table, caption=caption) + "\n")
     plots = {"regret": analysis.plot_regret(df, out / "regret.png")}
     if "fds" in set(df["method"]):
         plots["schedules"] = analysis.plot_schedules(df, out / "schedules.png")
@@ -308,5 +362,31 @@ def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> 
     if set(GREEDY_METHODS) & set(df["method"]):
         plots["greedy"] = analysis.plot_greedy_trajectories(df, out / "greedy.png")
     log("\n" + analysis.to_markdown(table))
+    log(caption)
     log(f"\nresults: {csv}\ntable:   {out / 'table.md'}\nplots:   " + ", ".join(str(p) for p in plots.values()))
     return {"csv": csv, "table": table, "plots": plots, "out": out}
+
+
+def compute_caption(df: pd.DataFrame, cluster: Mapping[str, float] | None = None) -> str:
+    """The table's caption on compute: what a device-second is (the trials' ``cpus``/``gpus`` in ``df``)
+    and, given the cluster's ``CPU``/``GPU`` totals, how many trials could run at once."""
+    shares = sorted({(c, g) for c, g in zip(df.get("cpus", []), df.get("gpus", [])) if pd.notna(c) and pd.notna(g)})
+    if not shares:
+        return "Compute: device-seconds of one trial's resources, summed over a method's trials (the resources were not recorded)."
+    each = " or ".join(f"{c:g} CPU" + (f" + {g:g} GPU" if g else "") for c, g in shares)
+    text = f"Compute: device-seconds of one trial's resources ({each} per trial), summed over a method's trials."
+    if cluster is None:
+        return text
+    largest = {"CPU": max(c for c, _ in shares), "GPU": max(g for _, g in shares)}
+    at_once = min((math.floor(cluster.get(k, 0) / need) for k, need in largest.items() if need > 0), default=None)
+    if at_once is None:
+        return text
+    return (
+        f"{text} On {_count(cluster.get('CPU', 0), 'CPU')} and {_count(cluster.get('GPU', 0), 'GPU')}, "
+        f"up to {at_once} trials could run at once: "
+        f"a black-box method's wall clock can be as little as 1/{at_once} of its compute; FDS, HD and greedy run one trial each."
+    )
+
+
+def _count(n: float, unit: str) -> str:
+    return f"{n:g} {unit}{'' if n == 1 else 's'}"

@@ -18,6 +18,12 @@ ONE_LINE_ERROR = re.compile(r"fds-tune: error: [^\n]+\n")
         (["--preset", "digits", "--methods", "gridsearch"], "invalid choice: 'gridsearch'"),
         (["--preset", "digits", "--seeds", "0"], "argument --seeds: got 0; must be an int >= 1"),
         (["--preset", "digits", "--seeds", "two"], "argument --seeds: got 'two'; must be an int >= 1"),
+        (["--preset", "digits", "--seed-list", "-1"], "argument --seed-list: got -1; must be an int >= 0"),
+        (["--preset", "digits", "--seed-list", "2", "x"], "argument --seed-list: got 'x'; must be an int >= 0"),
+        (["--preset", "digits", "--seed-list"], "argument --seed-list: expected at least one argument"),
+        (["--preset", "digits", "--seeds", "2", "--seed-list", "5"], "argument --seed-list: not allowed with argument --seeds"),
+        (["--preset", "digits", "--gpus-per-trial", "0"], r"argument --gpus-per-trial: got 0.0; must be a finite number > 0 and <= 1"),
+        (["--preset", "digits", "--gpus-per-trial", "2"], r"argument --gpus-per-trial: got 2.0; must be a finite number > 0 and <= 1"),
         (["--preset", "digits", "--budget", "-3"], r"argument --budget: got -3.0; must be a finite number > 0"),
         (["--preset", "digits", "--budget", "inf"], r"argument --budget: got inf; must be a finite number > 0"),
         (["--preset", "digits", "--set", "epochs"], "argument --set: got 'epochs'; must be KEY=VALUE"),
@@ -47,8 +53,31 @@ def test_arguments_reach_compare_as_values(monkeypatch):
     assert kwargs == {
         "out": "o", "seeds": 2, "methods": ["fds", "hd"], "budget_epochs": 4.0, "max_epochs": None, "num_samples": None,
         "overrides": {"epochs": [1, 2], "data_root": "/data"}, "ranges": {"lr": (0.0, 0.3)}, "resume": False, "address": None,
-        "num_cpus": None,
+        "num_cpus": None, "gpus_per_trial": None,
     }
+
+
+def test_a_seed_list_and_a_gpu_share_reach_compare(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "compare", lambda preset, **kwargs: calls.append(kwargs))
+    assert cli.main(["compare", "--preset", "digits", "--seed-list", "2", "5", "--gpus-per-trial", "0.5"]) == 0
+    (kwargs,) = calls
+    assert kwargs["seeds"] == [2, 5] and kwargs["gpus_per_trial"] == 0.5
+    assert cli.main(["compare", "--preset", "digits"]) == 0
+    assert calls[-1]["seeds"] == 1 and calls[-1]["gpus_per_trial"] is None  # seed 0 only, as before
+
+
+def test_repeated_seeds_fail_before_anything_runs(tmp_path, capsys):
+    assert main(["compare", "--preset", "digits", "--out", str(tmp_path / "x"), "--seed-list", "2", "2"]) == 2
+    err = capsys.readouterr().err
+    assert ONE_LINE_ERROR.fullmatch(err), err
+    assert "seeds: got [2, 2]; must be an int >= 1 (that many seeds, from 0) or a non-empty list of distinct ints >= 0" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_seed_overrides_point_at_the_seed_options(tmp_path, capsys):
+    assert main(["compare", "--preset", "digits", "--out", str(tmp_path / "x"), "--set", "seed=3"]) == 2
+    assert "overrides['seed']: got 3; must be absent (the comparison sets it through seeds=, --seeds or --seed-list)" in capsys.readouterr().err
 
 
 def _report_error(out, capsys) -> str:

@@ -1,18 +1,23 @@
-"""experiments/compare.py: the preset table, its validation, and `fds-tune compare` end to end through real
-Ray Tune on tiny budgets (those tests are marked e2e)."""
+"""experiments/compare.py: the preset table, its validation, seeds, trial resources and the compute caption, and
+`fds-tune compare` end to end through real Ray Tune on tiny budgets (those tests are marked e2e)."""
+import json
+import os
 import re
+import subprocess
 import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import analysis
 from experiments.cli import main
-from experiments.compare import COMPARE_PRESETS, CompareSpec, compare
+from experiments.compare import COMPARE_PRESETS, CompareSpec, compare, compute_caption, seed_list, trial_resources
 from fds_tune import PRESETS
 from fds_tune.results import METHODS
 from support.datasets import write_cifar10
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--samples", "2", "--budget", "4", "--range", "lr=0,0.5"]
 
 
@@ -39,13 +44,21 @@ def test_compare_spec_rejects_bad_values(kwargs, match):
     "kwargs, match",
     [
         ({"preset": "paper_cifar10"}, r"preset: got 'paper_cifar10'; must be one of \['digits', 'fashion_mnist', 'cifar10_paper'\]"),
-        ({"seeds": 0}, r"seeds: got 0; must be an int >= 1"),
+        ({"seeds": 0}, r"seeds: got 0; must be an int >= 1 \(that many seeds, from 0\) or a non-empty list of distinct ints >= 0"),
+        ({"seeds": [2, 2]}, r"seeds: got \[2, 2\]; must be an int >= 1 .* or a non-empty list of distinct ints >= 0"),
+        ({"seeds": [1, -1]}, r"seeds: got \[1, -1\]; must be"),
+        ({"seeds": []}, r"seeds: got \[\]; must be"),
+        ({"seeds": "25"}, r"seeds: got '25'; must be"),
+        ({"seeds": [1.0]}, r"seeds: got \[1.0\]; must be"),
+        ({"seeds": True}, r"seeds: got True; must be"),
+        ({"gpus_per_trial": 0}, r"gpus_per_trial: got 0; must be a finite number > 0 and <= 1"),
+        ({"gpus_per_trial": 2}, r"gpus_per_trial: got 2; must be a finite number > 0 and <= 1"),
         ({"methods": []}, r"methods: got \[\]; must be a non-empty list of distinct names from \['fds'"),
         ({"methods": ["fds", "fds"]}, r"methods: got \['fds', 'fds'\]; must be a non-empty list of distinct names"),
         ({"methods": ["grid"]}, r"methods: got \['grid'\]; must be a non-empty list of distinct names"),
         ({"budget_epochs": -1}, r"budget_epochs: got -1; must be a finite number > 0"),
         ({"max_epochs": 0}, r"max_epochs: got 0; must be an int >= 1"),
-        ({"overrides": {"seed": 3}}, r"overrides\['seed'\]: got 3; must be absent \(the comparison sets it through seeds=\)"),
+        ({"overrides": {"seed": 3}}, r"overrides\['seed'\]: got 3; must be absent \(the comparison sets it through seeds=, --seeds or --seed-list\)"),
         ({"overrides": {"preset": "fashion_mnist"}}, r"overrides\['preset'\]: got 'fashion_mnist'; must be absent"),
     ],
 )
@@ -53,6 +66,71 @@ def test_compare_rejects_bad_arguments_before_any_training(kwargs, match, tmp_pa
     with pytest.raises(ValueError, match=match):
         compare(**{"preset": "digits", "out": tmp_path / "x", **kwargs})
     assert not (tmp_path / "x").exists()
+
+
+def test_seeds_are_a_count_from_zero_or_the_seeds_themselves():
+    assert seed_list(1) == [0]
+    assert seed_list(3) == [0, 1, 2]
+    assert seed_list([5, 2]) == [5, 2]  # in the order given
+    assert seed_list((0,)) == [0]
+
+
+@pytest.mark.parametrize(
+    "cluster, share, expected",
+    [
+        ({"CPU": 2.0}, None, {"cpu": 1}),  # no GPU: as before, 1 CPU per trial
+        ({"CPU": 16.0, "GPU": 1.0}, None, {"cpu": 1, "gpu": 1}),  # one trial per GPU
+        ({"CPU": 16.0, "GPU": 2.0}, 0.25, {"cpu": 1, "gpu": 0.25}),
+        ({"CPU": 16.0, "GPU": 0.0}, None, {"cpu": 1}),
+    ],
+)
+def test_every_trial_requests_a_gpu_share_where_the_cluster_has_gpus(cluster, share, expected):
+    assert trial_resources(cluster, share) == expected
+
+
+@pytest.mark.parametrize(
+    "cluster, share, match",
+    [
+        ({"CPU": 2.0}, 0.5, r"gpus_per_trial: got 0.5; must be None on a Ray cluster without GPUs"),
+        ({"CPU": 2.0, "GPU": 1.0}, 1.5, r"gpus_per_trial: got 1.5; must be a finite number > 0 and <= 1"),
+        ({"CPU": 2.0, "GPU": 1.0}, True, r"gpus_per_trial: got True; must be a finite number > 0 and <= 1"),
+    ],
+)
+def test_trial_resources_reject_bad_shares(cluster, share, match):
+    with pytest.raises(ValueError, match=match):
+        trial_resources(cluster, share)
+
+
+@pytest.mark.parametrize(
+    "resources, cluster, expected",
+    [
+        (
+            {"cpus": [1.0], "gpus": [0.0]}, {"CPU": 2.0, "GPU": 0.0},
+            "Compute: device-seconds of one trial's resources (1 CPU per trial), summed over a method's trials. "
+            "On 2 CPUs and 0 GPUs, up to 2 trials could run at once: a black-box method's wall clock can be as little as 1/2 "
+            "of its compute; FDS, HD and greedy run one trial each.",
+        ),
+        (
+            {"cpus": [1.0], "gpus": [0.25]}, {"CPU": 16.0, "GPU": 1.0},
+            "Compute: device-seconds of one trial's resources (1 CPU + 0.25 GPU per trial), summed over a method's trials. "
+            "On 16 CPUs and 1 GPU, up to 4 trials could run at once: a black-box method's wall clock can be as little as 1/4 "
+            "of its compute; FDS, HD and greedy run one trial each.",
+        ),
+        (  # CPUs can bind before GPUs do
+            {"cpus": [1.0], "gpus": [0.25]}, {"CPU": 2.0, "GPU": 1.0}, "up to 2 trials could run at once",
+        ),
+        (
+            {"cpus": [1.0], "gpus": [1.0]}, None,
+            "Compute: device-seconds of one trial's resources (1 CPU + 1 GPU per trial), summed over a method's trials.",
+        ),
+        ({}, {"CPU": 2.0}, "(the resources were not recorded)"),  # results from before trials recorded them
+    ],
+)
+def test_the_caption_says_what_compute_counts_and_how_many_trials_ran_at_once(resources, cluster, expected):
+    caption = compute_caption(pd.DataFrame({"method": ["fds"] * len(resources.get("cpus", [0])), **resources}), cluster)
+    assert expected in caption
+    if expected.startswith("Compute"):
+        assert caption == expected
 
 
 def table_rows(markdown: str) -> dict[str, list[str]]:
@@ -91,7 +169,7 @@ def test_every_method_runs_and_the_table_comes_from_the_csv(digits_run, capsys):
     header, rows = table_rows(markdown)
     assert sorted(rows) == sorted(METHODS)  # one row per method, every method present
     assert header[:4] == ["Method", "Runs", "Best val. acc. (%)", "Test acc. (%)"]
-    assert "FDS speedup" in header and "Device-hours" in header and "Epochs" in header
+    assert any(h.startswith("FDS speedup") for h in header) and "Device-hours" in header and "Epochs" in header
     csv = pd.read_csv(out / "results.csv")
     assert set(csv["method"]) == set(METHODS)
     # the table is computed from the CSV: recomputing it gives the same text, and a cell checks out by hand
@@ -119,6 +197,51 @@ def test_every_result_carries_its_seed_and_preset(digits_run):
     assert set(csv["method"]) == set(METHODS)
     assert (csv["seed"] == 0).all()
     assert (csv["preset"] == "digits").all()
+
+
+@pytest.mark.e2e
+def test_every_result_records_its_trials_resources(digits_run):
+    """The session's Ray has 2 CPUs and no GPU: every trial of every method asked for 1 CPU and no GPU."""
+    csv = pd.read_csv(digits_run / "results.csv")
+    assert (csv["cpus"] == 1).all() and (csv["gpus"] == 0).all()
+    assert json.loads((digits_run / "cluster.json").read_text()) == {"cluster": {"CPU": 2.0, "GPU": 0}, "per_trial": {"cpu": 1}}
+    caption = "Compute: device-seconds of one trial's resources (1 CPU per trial), summed over a method's trials. On 2 CPUs and 0 GPUs"
+    assert caption in (digits_run.parent / "stdout.txt").read_text()
+    assert r"\caption{" + caption in (digits_run / "table.tex").read_text()
+
+
+@pytest.mark.e2e
+def test_the_seeds_chosen_are_the_seeds_run(ray_session, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    argv = [
+        "compare", "--preset", "digits", "--out", str(out), "--methods", "fds", "random", "--seed-list", "2", "5",
+        "--set", "epochs=[1]", "--set", "retrain_epochs=1", "--max-epochs", "1", "--samples", "1", "--budget", "1",
+    ]
+    assert main(argv) == 0
+    assert sorted(p.name for p in (out / "ray").iterdir()) == ["fds-seed2", "fds-seed5", "random-seed2", "random-seed5"]
+    csv = pd.read_csv(out / "results.csv")
+    for method in ("fds", "random"):
+        for seed in (2, 5):
+            rows = csv[csv["experiment"] == f"{method}-seed{seed}"]
+            assert len(rows) > 0 and (rows["seed"] == seed).all() and (rows["method"] == method).all()
+    assert sorted(set(csv["seed"])) == [2, 5]
+    printed = capsys.readouterr().out
+    assert printed.index("== fds, seed 2") < printed.index("== random, seed 2") < printed.index("== fds, seed 5")
+
+
+@pytest.mark.e2e
+def test_on_a_cluster_with_a_gpu_every_method_requests_its_share(tmp_path):
+    """compare(gpus_per_trial=0.5) on a Ray with one logical GPU, in its own process: FDS and black-box trials
+    alike request 1 CPU and half a GPU, and the caption counts two trials at once."""
+    script = ROOT / "tests" / "support" / "logical_gpu.py"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script), "compare", str(tmp_path / "out")], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["resources"] == {"fds": [[1.0, 0.5]], "random": [[1.0, 0.5]]}
+    assert summary["cluster"] == {"cluster": {"CPU": 2.0, "GPU": 1.0}, "per_trial": {"cpu": 1, "gpu": 0.5}}
+    assert summary["seeds"] == [3]
+    assert any("(1 CPU + 0.5 GPU per trial)" in line and "On 2 CPUs and 1 GPU, up to 2 trials could run at once" in line for line in summary["printed"])
 
 
 @pytest.mark.e2e
