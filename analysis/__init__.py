@@ -6,11 +6,12 @@
     plot_regret(df, "figures/regret.png")
 
 See :mod:`analysis.loaders` for the frame's columns and the compute axis, and
-:mod:`analysis.curves` for the incumbent, regret and speedup definitions.
+:mod:`analysis.curves` for the definitions: the incumbent by validation, the final choice,
+compute to reach a level, the table's common levels, speedup and regret.
 """
 from .curves import (
-    Speedup, aggregate_curves, anytime_curves, best_final_accuracy, compute_to_reach, final_choice, regret,
-    speedup_at_matched_accuracy,
+    Speedup, aggregate_curves, anytime_curves, best_final_accuracy, common_levels, compute_to_reach, final_choice, regret,
+    speedup_at_matched_accuracy, speedup_pairs,
 )
 from .loaders import RUN_EPOCHS, RUN_SECONDS, load_results, long_form
 from .plots import plot_greedy_trajectories, plot_hypergradients, plot_regret, plot_schedules
@@ -18,7 +19,7 @@ from .tables import comparison_table, format_table, to_latex, to_markdown
 
 __all__ = [
     "RUN_EPOCHS", "RUN_SECONDS", "Speedup", "aggregate_curves", "anytime_curves", "best_final_accuracy",
-    "comparison_table", "compute_to_reach", "final_choice", "format_table", "load_results", "long_form",
+    "common_levels", "comparison_table", "compute_to_reach", "final_choice", "format_table", "load_results", "long_form",
     "plot_greedy_trajectories", "plot_hypergradients", "plot_regret", "plot_schedules", "regret",
-    "speedup_at_matched_accuracy", "to_latex", "to_markdown",
+    "speedup_at_matched_accuracy", "speedup_pairs", "to_latex", "to_markdown",
 ]

@@ -1,72 +1,114 @@
-"""Anytime curves, final choices, regret and speedup, from the tidy frame of :func:`~analysis.load_results`.
+"""Anytime curves, final choices, compute to reach a level, regret and speedup, from the tidy frame of
+:func:`~analysis.load_results`.
 
-The answer of a run at any moment (its *incumbent*): among the latest results
-of its trials so far, the one with the highest ``val_acc`` (ties: lower
-``val_loss``, then the trial seen first).  A trial's latest result is what it
-would hand over if stopped there: an earlier, better epoch of the same trial is
-gone.  The incumbent's test accuracy is its ``test_acc``, or its
-``retrain_test_acc`` where it has one (FDS's last result: the learned schedule
-retrained from scratch).  At the end of a run the incumbent is the run's
-*final choice*:
+**Incumbent.**  What a run would hand over if stopped now.  At each result of a
+run, in the frame's order (wall clock, see :mod:`analysis.loaders`), the
+incumbent is the best result reported *so far by any trial of the run*, by
+validation only: the highest ``val_acc``; ties: the lower ``val_loss``, then
+the earlier result.  Every result counts, not only each trial's latest one (a
+search keeps the configuration, or checkpoint, that validated best).  A result
+with ``diverged`` true, or without a ``val_acc``, never becomes the incumbent.
 
-* black-box search: the trial with the best ``val_acc`` at its last result,
-  and that result's ``test_acc``;
-* FDS: its last result, and ``retrain_test_acc`` (``test_acc`` while a run
-  has not retrained yet);
-* greedy online methods (one trial): the final ``test_acc``.
+**Anytime curve.**  One point per result: the incumbent's ``test_acc``.  The
+test set never chooses, so the curve changes only when the incumbent changes
+(a result with a higher ``test_acc`` but a lower ``val_acc`` leaves it as it
+is); it can fall as well as rise.
+
+**Hand-over.**  A result carrying a ``retrain_test_acc`` (FDS's last result:
+the learned schedule retrained from scratch) or a ``handover_test_acc`` (the
+retraining of a black-box incumbent) is the run's final answer, whatever its
+validation accuracy: from that result on, the curve reports that accuracy (a
+later hand-over result replaces it; other results no longer change it).
+
+**Final choice** of a run: its incumbent after its last result, i.e. the end of
+its curve:
+
+* FDS: its last result and ``retrain_test_acc`` (before it has retrained: its
+  best outer step by validation, and that step's ``test_acc``);
+* black-box search: the result with the best validation over the whole search,
+  and its ``test_acc`` (its ``handover_test_acc`` where the search retrained it);
+* greedy online methods (one trial): the epoch with the best validation.
 
 Curves run on a compute axis ``x``: ``run_compute_s`` (device seconds of the
 whole run so far, summed over its trials) or ``run_epochs`` (training epochs,
 likewise); see :mod:`analysis.loaders`.
 
-Seeds (runs) of one method are aggregated on a common grid, the union of their
-``x`` values: each run's curve is a step function (its value at ``x`` is that
-of its last result at or before ``x``, and its final value after it ends), and
-the mean, standard deviation (ddof 1), min and max are taken where every run
-has reported.
+**Compute to reach** a level ``L``, per run: the first ``x`` after which the
+run's curve stays at or above ``L`` until the run's end (NaN: not reached; a
+curve that touches ``L`` and falls back below it has not reached it, and a run
+whose final answer is below ``L`` never reaches it).
 
-**Speedup at matched accuracy** of a reference method (FDS) over another::
+**Common levels.**  The best method's final accuracy (the highest per-method
+mean over runs of the final choice's test accuracy) minus a margin: by default
+1 point and 0.5 point.  One level per margin, the same for every method.
 
-    speedup(level) = C_other(level) / C_reference(level)
+**Speedup** of a reference method (FDS) over another at a level ``L``, per pair
+of runs with the same seed::
 
-where ``C_m(level)`` is the compute at which the seed-mean incumbent test
-accuracy curve of method ``m`` first reaches ``level``.  ``speedup > 1`` means
-the reference (FDS) reaches that accuracy with less compute.  By default
-``level`` is the highest accuracy both curves reach: the lower of their maxima.
+    speedup = C_other(L) / C_reference(L)
 
-**Regret** of a method: the best final accuracy over methods (the highest
-seed-mean final test accuracy) minus this method's accuracy; 0 for the best
-method, in accuracy units (0.01 = one point).
+where ``C_m(L)`` is run ``m``'s compute to reach ``L``; > 1 means the reference
+gets there with less compute.  Where one run of the pair never reaches ``L``
+the ratio is a bound: the other method's total compute in place of its
+``C_other`` gives a lower bound (``>``), the reference's total compute in place
+of ``C_reference`` an upper bound (``<``); a pair where neither reaches ``L``
+gives no ratio.  The speedup is the mean (± standard deviation, ddof 1) of the
+pairs' ratios; with bounds among them, their mean is itself a bound of the same
+direction (see :func:`speedup_at_matched_accuracy`).
+
+**Aggregation over runs** (seeds) of one method, for figures: on a common grid,
+the union of their ``x`` values; each run's curve is a step function (its value
+at ``x`` is that of its last result at or before ``x``, and its final value
+after it ends); mean, standard deviation (ddof 1), min and max are taken where
+every run has reported.
+
+**Regret** of a method: the best final accuracy over methods minus this
+method's accuracy; 0 for the best method, in accuracy units (0.01 = one point).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from fds_tune.results import METHODS
-from fds_tune.validation import check, check_choice, fail
+from fds_tune.validation import check, check_choice, check_number, fail
 
 from .loaders import RUN_EPOCHS, RUN_SECONDS
 
 __all__ = [
-    "AXES", "anytime_curves", "aggregate_curves", "final_choice", "best_final_accuracy", "regret", "compute_to_reach",
-    "speedup_at_matched_accuracy", "Speedup", "method_order",
+    "AXES", "HANDOVER_COLUMNS", "NOT_REACHED", "WITHIN", "anytime_curves", "aggregate_curves", "final_choice", "best_final_accuracy",
+    "regret", "common_levels", "compute_to_reach", "speedup_pairs", "speedup_at_matched_accuracy", "Speedup",
+    "method_order",
 ]
 
 AXES = (RUN_SECONDS, RUN_EPOCHS)
+HANDOVER_COLUMNS = ("retrain_test_acc", "handover_test_acc")  # a result with one of these is its run's final answer
+WITHIN = (0.01, 0.005)  # the common levels: best final accuracy minus 1 point and minus 0.5 point
+NOT_REACHED = "not reached"
 _STATS = ("mean", "std", "min", "max", "n")
 
 
 class Speedup(NamedTuple):
-    """``speedup = compute_other / compute_reference`` at accuracy ``level`` (> 1: the reference is faster)."""
+    """Speedup of a reference method over another at accuracy ``level`` (> 1: the reference is faster).
+
+    ``speedup``: mean over seed pairs of ``compute_other / compute_reference``
+    (NaN when there is none); ``std``: their standard deviation (ddof 1; NaN
+    with one pair or with bounds); ``bound``: ``""`` (exact), ``">"`` (a lower
+    bound), ``"<"`` (an upper bound) or ``"not reached"`` (neither run of any
+    pair reaches ``level``); ``pairs``: the pairs it is computed from, out of
+    ``seeds`` (the seeds the two methods share).
+    """
 
     level: float
-    compute_reference: float
-    compute_other: float
     speedup: float
+    std: float
+    bound: str
+    pairs: int
+    seeds: int
 
 
 def method_order(methods) -> list[str]:
@@ -76,49 +118,63 @@ def method_order(methods) -> list[str]:
     return known + sorted(m for m in methods if m not in METHODS)
 
 
+class _Incumbent(NamedTuple):
+    trial: object
+    iteration: object
+    val_acc: float
+    rank: tuple[float, float]  # (val_acc, -val_loss): higher is better
+    test_acc: float
+    handed_over: bool
+
+
 def anytime_curves(df: pd.DataFrame) -> pd.DataFrame:
-    """Per run, one row per result: the best-so-far values after that result.
+    """Per run, one row per result (in the frame's order): the incumbent after that result.
 
     Columns: ``method``, ``run``, ``seed``, ``run_compute_s``, ``run_epochs``,
-    ``best_val_acc`` (highest ``val_acc`` reported so far by any trial),
-    ``incumbent_trial``, ``incumbent_val_acc`` and ``incumbent_test_acc``
-    (see the module docstring).  A result with ``diverged`` true never becomes
-    the incumbent or the best validation accuracy.
+    ``best_val_acc`` (highest ``val_acc`` of a non-diverged result so far),
+    ``incumbent_trial``, ``incumbent_iteration``, ``incumbent_val_acc``,
+    ``incumbent_test_acc`` (the curve) and ``handed_over`` (the value is a
+    hand-over's retrained accuracy).  Before any usable result the incumbent
+    columns are missing.  See the module docstring for the definitions.
     """
     _require(df, ("method", "run", "trial", "val_acc", "test_acc", RUN_SECONDS))
+    handover_columns = [c for c in HANDOVER_COLUMNS if c in df.columns]
     out = []
     for run, g in df.groupby("run", sort=False):
-        latest: dict[str, tuple[float, float, float]] = {}  # trial -> (val_acc, -val_loss, answer test acc)
-        best_val = -math.inf
+        best_val, inc = -math.inf, None
         for rec in g.to_dict("records"):
-            # a diverged result never becomes best, whatever it reported
-            val = -math.inf if _is_true(rec.get("diverged")) else _num(rec["val_acc"], -math.inf)
-            answer = rec.get("retrain_test_acc")
-            answer = rec["test_acc"] if answer is None or pd.isna(answer) else answer
-            latest[rec["trial"]] = (val, -_num(rec.get("val_loss"), math.inf), _num(answer, math.nan))
-            best_val = max(best_val, val)
-            candidates = [t for t in latest if latest[t][0] > -math.inf]
-            if candidates:
-                trial = max(candidates, key=lambda t: latest[t][:2])  # the first trial among equals
-                inc_val, _, inc_test = latest[trial]
-            else:  # nothing usable yet (e.g. only diverged results)
-                trial, inc_val, inc_test = None, -math.inf, math.nan
+            usable = not _is_true(rec.get("diverged")) and not _missing(rec["val_acc"])
+            handover = next((float(rec[c]) for c in handover_columns if not _missing(rec[c])), None)
+            rank = (_num(rec["val_acc"], -math.inf), -_num(rec.get("val_loss"), math.inf))
+            if usable:
+                best_val = max(best_val, rank[0])
+            if handover is not None:  # the run's final answer, whatever its validation
+                inc = _Incumbent(rec["trial"], rec.get("iteration"), _num(rec["val_acc"], math.nan), rank, handover, True)
+            elif usable and (inc is None or (not inc.handed_over and rank > inc.rank)):  # strictly better: ties keep the earlier
+                inc = _Incumbent(rec["trial"], rec.get("iteration"), rank[0], rank, _num(rec["test_acc"], math.nan), False)
             out.append({
                 "method": rec["method"], "run": run, "seed": rec.get("seed"),
                 RUN_SECONDS: rec[RUN_SECONDS], RUN_EPOCHS: rec.get(RUN_EPOCHS, math.nan),
                 "best_val_acc": best_val if best_val > -math.inf else math.nan,
-                "incumbent_trial": trial,
-                "incumbent_val_acc": inc_val if inc_val > -math.inf else math.nan,
-                "incumbent_test_acc": inc_test,
+                "incumbent_trial": None if inc is None else inc.trial,
+                "incumbent_iteration": None if inc is None else inc.iteration,
+                "incumbent_val_acc": math.nan if inc is None else inc.val_acc,
+                "incumbent_test_acc": math.nan if inc is None else inc.test_acc,
+                "handed_over": False if inc is None else inc.handed_over,
             })
-    return pd.DataFrame(out)
+    columns = [
+        "method", "run", "seed", RUN_SECONDS, RUN_EPOCHS, "best_val_acc", "incumbent_trial", "incumbent_iteration",
+        "incumbent_val_acc", "incumbent_test_acc", "handed_over",
+    ]
+    return pd.DataFrame(out, columns=columns)
 
 
 def final_choice(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: what the run finally chose, and what it cost.
+    """One row per run: what the run finally chose (the end of its :func:`anytime_curves` curve), and what it cost.
 
-    Columns: ``method``, ``run``, ``seed``, ``trial`` (the chosen trial),
-    ``val_acc`` and ``test_acc`` of the choice (see the module docstring),
+    Columns: ``method``, ``run``, ``seed``, ``trial`` and ``iteration`` (the
+    chosen result), ``val_acc`` and ``test_acc`` of the choice,
+    ``handed_over`` (``test_acc`` is a hand-over's retrained accuracy),
     ``best_val_acc`` (highest ``val_acc`` the run reported), ``compute_s`` and
     ``epochs`` (the run's total), ``trials``, ``outer_steps`` (FDS: the
     highest ``outer_step``; NaN for methods without outer steps) and
@@ -132,8 +188,10 @@ def final_choice(df: pd.DataFrame) -> pd.DataFrame:
         "method": last["method"],
         "seed": last["seed"],
         "trial": last["incumbent_trial"],
+        "iteration": last["incumbent_iteration"],
         "val_acc": last["incumbent_val_acc"],
         "test_acc": last["incumbent_test_acc"],
+        "handed_over": last["handed_over"],
         "best_val_acc": last["best_val_acc"],
         "compute_s": last[RUN_SECONDS],
         "epochs": last[RUN_EPOCHS],
@@ -192,41 +250,137 @@ def regret(frame: pd.DataFrame, reference: float | None = None) -> pd.DataFrame:
     return out
 
 
-def compute_to_reach(curves: pd.DataFrame, level: float) -> pd.Series:
-    """Per method, the first ``x`` at which the ``mean`` of an :func:`aggregate_curves` frame reaches ``level`` (NaN: never)."""
-    x = _axis(curves)
-    reached = curves[curves["mean"] >= level]
-    first = reached.groupby("method", sort=False)[x].min()
-    return first.reindex(method_order(curves["method"].unique())).rename(x)
+def common_levels(frame: pd.DataFrame, within: float | Sequence[float] = WITHIN) -> dict[float, float]:
+    """The table's common levels, ``{margin: level}``: :func:`best_final_accuracy` of ``frame`` minus each margin.
+
+    ``frame``: a :func:`final_choice` or :func:`aggregate_curves` frame.
+    ``within``: one margin or several, in accuracy units (0.01 = 1 point).
+    """
+    best = best_final_accuracy(frame)
+    return {m: best - m for m in _margins(within)}
 
 
-def speedup_at_matched_accuracy(
-    curves: pd.DataFrame, other: str, reference: str = "fds", level: float | None = None
-) -> Speedup:
-    """Speedup of ``reference`` over ``other`` at matched accuracy: ``C_other(level) / C_reference(level)``.
+def compute_to_reach(curves: pd.DataFrame, level: float, x: str = RUN_SECONDS) -> pd.DataFrame:
+    """Per run of an :func:`anytime_curves` frame, the compute from which its curve stays at or above ``level``.
 
-    ``curves``: an :func:`aggregate_curves` frame of ``incumbent_test_acc``.
-    ``C_m(level)`` is the compute at which method ``m``'s mean curve first
-    reaches ``level``; > 1 means ``reference`` gets there with less compute.
-    ``level`` defaults to the highest accuracy both reach (the lower of the two
-    curves' maxima).  ``speedup`` is NaN when either never reaches ``level``.
+    One row per run, columns ``method``, ``run``, ``seed``, ``compute`` (the
+    first ``x`` after which ``incumbent_test_acc`` stays >= ``level`` until the
+    run's end; NaN: not reached) and ``total`` (the run's ``x`` at its end).
+    """
+    check_choice("x", x, AXES)
+    check_number("level", level, rule="a finite accuracy (0.9 = 90%)")
+    _require(curves, ("method", "run", x, "incumbent_test_acc"))
+    rows = []
+    for run, g in curves.groupby("run", sort=False):
+        xs, ys = g[x].to_numpy(dtype=float), g["incumbent_test_acc"].to_numpy(dtype=float)
+        below = np.flatnonzero(~(ys >= level))  # a missing value is below every level
+        start = below[-1] + 1 if len(below) else 0
+        rows.append({
+            "method": g["method"].iloc[0], "run": run, "seed": g["seed"].iloc[0] if "seed" in g.columns else None,
+            "compute": xs[start] if start < len(xs) else math.nan, "total": xs[-1],
+        })
+    return pd.DataFrame(rows, columns=["method", "run", "seed", "compute", "total"])
+
+
+def speedup_pairs(
+    curves: pd.DataFrame, other: str, reference: str = "fds", level: float | None = None, x: str = RUN_SECONDS
+) -> pd.DataFrame:
+    """Per pair of runs with the same seed, the speedup of ``reference`` over ``other`` at ``level``.
+
+    ``curves``: an :func:`anytime_curves` frame.  ``level`` defaults to the
+    best final accuracy minus 1 point.  One row per pair (runs without a seed
+    pair with none), columns ``seed``, ``run_reference``, ``run_other``,
+    ``compute_reference``, ``compute_other`` (compute to reach; NaN: not
+    reached), ``total_reference``, ``total_other`` (the runs' total compute),
+    ``speedup`` and ``bound``: ``compute_other / compute_reference`` (``""``);
+    ``total_other / compute_reference`` where ``other`` never reaches the level
+    (``">"``, a lower bound); ``compute_other / total_reference`` where
+    ``reference`` never does (``"<"``, an upper bound); NaN and ``"not reached"``
+    where neither does.
     """
     methods = set(curves["method"])
     for name, m in (("reference", reference), ("other", other)):
         check(name, m, m in methods, f"a method with a curve, one of {method_order(methods)}")
-    if level is None:
-        level = float(min(curves.loc[curves["method"] == m, "mean"].max() for m in (reference, other)))
-    reach = compute_to_reach(curves, level)
-    c_ref, c_other = float(reach[reference]), float(reach[other])
-    speedup = c_other / c_ref if c_ref > 0 and not (math.isnan(c_ref) or math.isnan(c_other)) else math.nan
-    return Speedup(float(level), c_ref, c_other, speedup)
+    level = _default_level(curves) if level is None else level
+    reach = compute_to_reach(curves, level, x)
+    reach = reach[reach["seed"].notna()]
+    ref, oth = (reach[reach["method"] == m].drop(columns="method") for m in (reference, other))
+    pairs = ref.merge(oth, on="seed", suffixes=("_reference", "_other"))
+    ratios = [_pair_ratio(*r) for r in pairs[["compute_reference", "compute_other", "total_reference", "total_other"]].to_numpy(dtype=float)]
+    pairs["speedup"] = [r for r, _ in ratios]
+    pairs["bound"] = pd.Series([b for _, b in ratios], index=pairs.index, dtype=object)
+    columns = ["seed", "run_reference", "run_other", "compute_reference", "compute_other", "total_reference", "total_other", "speedup", "bound"]
+    return pairs[columns]
+
+
+def speedup_at_matched_accuracy(
+    curves: pd.DataFrame, other: str, reference: str = "fds", level: float | None = None, x: str = RUN_SECONDS
+) -> Speedup:
+    """Speedup of ``reference`` over ``other`` at ``level``, over the seed pairs of :func:`speedup_pairs`.
+
+    ``curves``: an :func:`anytime_curves` frame; ``level`` defaults to the best
+    final accuracy minus 1 point.  The pairs where neither run reaches
+    ``level`` are left out.  If the others are all exact, ``speedup`` is
+    their mean ratio (``std`` their standard deviation); if some are lower
+    bounds (and none an upper bound), the mean of ratios and lower bounds is a
+    lower bound (``bound=">"``; likewise ``"<"``); with bounds of both
+    directions only the exact ratios count.  No pair reaching ``level``:
+    ``bound="not reached"``; no seed in common: ``pairs == seeds == 0`` (NaN).
+    """
+    level = _default_level(curves) if level is None else level
+    p = speedup_pairs(curves, other, reference, level, x)
+    seeds = len(p)
+    reached = p[p["bound"] != NOT_REACHED]
+    if reached.empty:
+        return Speedup(float(level), math.nan, math.nan, NOT_REACHED if seeds else "", 0, seeds)
+    bounds = set(reached["bound"]) - {""}
+    used = reached[reached["bound"] == ""] if len(bounds) > 1 else reached
+    bound = bounds.pop() if len(bounds) == 1 else ""
+    ratios = used["speedup"].to_numpy(dtype=float)
+    mean = float(ratios.mean()) if len(ratios) else math.nan
+    std = float(ratios.std(ddof=1)) if len(ratios) > 1 and not bound else math.nan
+    return Speedup(float(level), mean, std, bound, len(ratios), seeds)
 
 
 # ---- helpers ------------------------------------------------------------------------------
 
 
+def _margins(within: float | Sequence[float]) -> tuple[float, ...]:
+    """``within`` as a tuple of distinct margins, each checked (a finite number >= 0)."""
+    values = (within,) if not isinstance(within, (Sequence, np.ndarray)) or isinstance(within, str) else tuple(within)
+    check("within", within, len(values) > 0, "a margin or a non-empty sequence of margins (0.01 = 1 point)")
+    for m in values:
+        check_number("within", m, low=0, rule="a finite number >= 0 (accuracy units: 0.01 = 1 point)")
+    check("within", within, len(set(values)) == len(values), "distinct margins")
+    return tuple(float(m) for m in values)
+
+
+def _pair_ratio(c_ref: float, c_other: float, total_ref: float, total_other: float) -> tuple[float, str]:
+    if math.isnan(c_ref) and math.isnan(c_other):
+        return math.nan, NOT_REACHED
+    if math.isnan(c_ref):
+        return _ratio(c_other, total_ref), "<"
+    if math.isnan(c_other):
+        return _ratio(total_other, c_ref), ">"
+    return _ratio(c_other, c_ref), ""
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else (math.inf if a > 0 else math.nan)
+
+
+def _default_level(curves: pd.DataFrame) -> float:
+    """The best method's mean final ``incumbent_test_acc`` minus the first of :data:`WITHIN`."""
+    finals = curves.groupby("run", sort=False).tail(1).rename(columns={"incumbent_test_acc": "test_acc"})
+    return best_final_accuracy(finals) - WITHIN[0]
+
+
 def _is_true(value) -> bool:
-    return value is not None and not pd.isna(value) and bool(value)
+    return not _missing(value) and bool(value)
+
+
+def _missing(value) -> bool:
+    return value is None or bool(pd.isna(value))
 
 
 def _step_values(xs: np.ndarray, ys: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -263,4 +417,4 @@ def _require(df: pd.DataFrame, columns) -> None:
 
 
 def _num(v, fallback: float) -> float:
-    return fallback if v is None or pd.isna(v) else float(v)
+    return fallback if _missing(v) else float(v)
