@@ -23,3 +23,7 @@ def test_plots_on_real_results(df, tmp_path):
     ]
     assert all(isinstance(p, Path) and _is_png(p) for p in paths)
     assert paths[-1].stat().st_size < paths[-3].stat().st_size  # the empty figure is just a note
+
+
+def test_regret_plot_of_several_seeds_by_hand(seeds_frame, tmp_path):
+    assert _is_png(plot_regret(seeds_frame(), tmp_path / "regret.png"))  # mean lines, min-max bands, the common levels
