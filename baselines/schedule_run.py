@@ -13,6 +13,11 @@ stopped early by HyperBand/ASHA/BOHB has trained only the first part of it.
 
 Epoch ``e`` draws its batch order with ``draw=e`` (see :class:`~fds_tune.run.TrainingRun`),
 so a paused and resumed trial continues bit for bit.
+
+Every result carries ``model_based``: True when a searcher's model (not a random
+draw) proposed the trial's schedule.  The model-based searchers (``tpe``,
+``optuna``, ``bohb``) add it to each config they suggest (:func:`labelled`); a
+config without it (random search, HyperBand, ASHA) is a random draw.
 """
 from __future__ import annotations
 
@@ -28,10 +33,11 @@ from fds_tune.validation import check, check_int, check_kinds, check_number, che
 
 from .space import KINDS, is_schedule_key, schedule_from_config, schedule_keys, sizes_from_keys
 
-__all__ = ["TrainableConfig", "ScheduleRun", "ScheduleTrainable", "base_config"]
+__all__ = ["TrainableConfig", "ScheduleRun", "ScheduleTrainable", "base_config", "MODEL_BASED", "labelled"]
 
 PROBLEM_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(ProblemConfig))
-RUN_KEYS: tuple[str, ...] = ("max_epochs", "grad_clamp", "method", "preset")
+MODEL_BASED = "model_based"  # the run key (and result column) that says who proposed the schedule
+RUN_KEYS: tuple[str, ...] = ("max_epochs", "grad_clamp", "method", "preset", MODEL_BASED)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,7 @@ class TrainableConfig:
     grad_clamp: float | None = None  # elementwise clamp of minibatch gradients, as in FDS
     method: str = "schedule"  # reported in every result's ``method`` column
     preset: str | None = None  # a label: the preset the problem came from (every result carries it)
+    model_based: bool = False  # a label: a searcher's model, not a random draw, proposed the schedule
 
     def __post_init__(self):
         check("problem", self.problem, isinstance(self.problem, ProblemConfig), "a ProblemConfig")
@@ -51,6 +58,7 @@ class TrainableConfig:
         check_optional("grad_clamp", self.grad_clamp, check_number, low=0, low_open=True, rule="a finite number > 0 or None")
         check("method", self.method, isinstance(self.method, str) and bool(self.method), "a non-empty string")
         check_optional("preset", self.preset, check, isinstance(self.preset, str), "a preset name (a label) or None")
+        check(MODEL_BASED, self.model_based, isinstance(self.model_based, bool), "a bool")
         Schedule(self.schedule)  # kinds non-empty, values finite
         check_kinds("schedule", self.schedule, KINDS)
 
@@ -71,11 +79,13 @@ class TrainableConfig:
             grad_clamp=config.get("grad_clamp"),
             method=config.get("method", "schedule"),
             preset=config.get("preset"),
+            model_based=config.get(MODEL_BASED, False),
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The flat config :meth:`from_dict` reads back."""
         flat = base_config(self.problem, max_epochs=self.max_epochs, grad_clamp=self.grad_clamp, method=self.method, preset=self.preset)
+        flat[MODEL_BASED] = self.model_based
         for kind, values in self.schedule.items():
             flat.update(zip(schedule_keys({kind: len(values)}), values))
         return flat
@@ -86,6 +96,15 @@ def base_config(
 ) -> dict[str, Any]:
     """The constant (non-schedule) part of a trial config."""
     return {**dataclasses.asdict(problem), "max_epochs": max_epochs, "grad_clamp": grad_clamp, "method": method, "preset": preset}
+
+
+def labelled(config: Any, model_based: bool) -> Any:
+    """A searcher's suggestion with the ``model_based`` run key added.
+
+    Returns a new dict, so the searcher's own copy (which it maps results back
+    to) stays as it made it; ``None`` and ``Searcher.FINISHED`` pass through.
+    """
+    return {**config, MODEL_BASED: bool(model_based)} if isinstance(config, dict) else config
 
 
 class ScheduleRun(TrainingRun):
@@ -110,14 +129,14 @@ class ScheduleRun(TrainingRun):
     def advance(self, batches, n):
         run = train(self.model, self.schedule, batches, optimizer=self.optimizer, horizon=n, start=self.state, schedule_horizon=self.horizon)
         self.state = run.state
-        return {"schedule": self.schedule.as_lists()}, run.diverged
+        return {"schedule": self.schedule.as_lists(), MODEL_BASED: self.config.model_based}, run.diverged
 
 
 class ScheduleTrainable(RunTrainable):
     """Ray Tune shell around :class:`ScheduleRun`: one epoch per ``step()``.
 
     Config: the :class:`~fds_tune.problem.ProblemConfig` keys, ``max_epochs``,
-    ``grad_clamp``, ``method``, ``preset`` and the schedule keys ``<kind>_<i>``.
+    ``grad_clamp``, ``method``, ``preset``, ``model_based`` and the schedule keys ``<kind>_<i>``.
     """
 
     RUN = ScheduleRun

@@ -27,17 +27,22 @@ def test_trainable_config_round_trips():
     cfg = TrainableConfig.from_dict(config(lr_1=0.1))
     assert cfg.problem == PROBLEM and cfg.max_epochs == 2 and cfg.grad_clamp is None and cfg.method == "schedule"
     assert cfg.schedule == {"lr": (0.3, 0.1), "momentum": (0.9,), "weight_decay": (1e-4,)}
+    assert cfg.model_based is False  # a config no searcher labelled is a random draw
     assert TrainableConfig.from_dict(cfg.to_dict()) == cfg
+    labelled = TrainableConfig.from_dict(config() | {"model_based": True})
+    assert labelled.model_based is True and TrainableConfig.from_dict(labelled.to_dict()) == labelled
 
 
 @pytest.mark.parametrize(
     "change, error, match",
     [
-        ({"learning_rate": 0.1}, ValueError, r"config: got 'learning_rate'; must be one of the allowed keys \['dataset', .*'preset'\] or a schedule key"),
+        ({"learning_rate": 0.1}, ValueError, r"config: got 'learning_rate'; must be one of the allowed keys \['dataset', .*'preset', 'model_based'\] or a schedule key"),
         ({"max_epochs": None}, ValueError, r"max_epochs: got None; must be an int >= 1"),
         ({"max_epochs": 0}, ValueError, r"max_epochs: got 0"),
         ({"grad_clamp": -1.0}, ValueError, r"grad_clamp: got -1.0; must be a finite number > 0 or None"),
         ({"method": ""}, ValueError, r"method: got ''"),
+        ({"model_based": 1}, ValueError, r"model_based: got 1; must be a bool"),
+        ({"model_based": None}, ValueError, r"model_based: got None; must be a bool"),
         ({"batch_size": 0}, ValueError, r"batch_size: got 0"),
         ({"momentum_0": "high"}, ValueError, r"momentum_0: got 'high'; must be a finite number"),
     ],
@@ -103,11 +108,11 @@ def test_early_stopped_trial_trained_the_first_part_of_the_schedule():
 
 
 def test_result_carries_the_common_columns_and_stops_at_max_epochs():
-    run = ScheduleRun(config(max_epochs=2) | {"method": "demo"})
+    run = ScheduleRun(config(max_epochs=2) | {"method": "demo", "model_based": True})
     first, second = run.step(), run.step()
     for r in (first, second):
-        assert set(COMMON_COLUMNS) | {"schedule", "done"} <= set(r)
-        assert r["method"] == "demo" and r["diverged"] is False
+        assert set(COMMON_COLUMNS) | {"schedule", "done", "model_based"} <= set(r)
+        assert r["method"] == "demo" and r["diverged"] is False and r["model_based"] is True
         assert r["schedule"] == {"lr": [0.3], "momentum": [0.9], "weight_decay": [1e-4]}
     assert (first[EPOCHS], second[EPOCHS]) == (1.0, 2.0)
     assert 0 < first[SECONDS] < second[SECONDS]
@@ -119,7 +124,7 @@ def test_result_carries_the_common_columns_and_stops_at_max_epochs():
 def test_divergence_reports_chance_metrics_and_stops():
     run = ScheduleRun(config(lr_0=1e4, momentum_0=0.99))
     result = run.step()
-    assert result["diverged"] is True and result["done"] is True
+    assert result["diverged"] is True and result["done"] is True and result["model_based"] is False
     assert result["val_acc"] == result["test_acc"] == pytest.approx(0.1)
     assert math.isfinite(result["val_loss"]) and result["val_loss"] >= 1e9
     assert 0 < result[EPOCHS] < 1  # the engine stopped mid-epoch; only the steps taken count
