@@ -8,8 +8,10 @@ from .hyperband import REDUCTION_FACTOR, check_reduction_factor
 NAME = "asha"
 
 
-def make(seed: int, max_epochs: int, *, grace_period: int = 1, reduction_factor: float = REDUCTION_FACTOR):
+def make(seed: int, max_epochs: int, dims: int, *, grace_period: int = 1, reduction_factor: float = REDUCTION_FACTOR):
     """``BasicVariantGenerator`` seeded with ``seed``; ``ASHAScheduler`` with ``max_t = max_epochs``.
+
+    Every trial is a random draw (``model_based`` False); ``dims`` is not needed.
 
     The reduction factor defaults to HyperBand's, so that the successive-halving
     methods differ only in how they schedule, not in how hard they prune.

@@ -24,8 +24,11 @@ RESUME_REFUSED = (
 )
 
 
-def make(seed: int, max_epochs: int, *, reduction_factor: float = REDUCTION_FACTOR):
-    """``BasicVariantGenerator`` seeded with ``seed``; :class:`HyperBand` with ``max_t = max_epochs``."""
+def make(seed: int, max_epochs: int, dims: int, *, reduction_factor: float = REDUCTION_FACTOR):
+    """``BasicVariantGenerator`` seeded with ``seed``; :class:`HyperBand` with ``max_t = max_epochs``.
+
+    Every trial is a random draw (``model_based`` False); ``dims`` is not needed.
+    """
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     check_reduction_factor(reduction_factor)

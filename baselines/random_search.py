@@ -4,8 +4,11 @@ from __future__ import annotations
 NAME = "random"
 
 
-def make(seed: int, max_epochs: int):
-    """``BasicVariantGenerator`` seeded with ``seed``, and FIFO scheduling (no early stopping)."""
+def make(seed: int, max_epochs: int, dims: int):
+    """``BasicVariantGenerator`` seeded with ``seed``, and FIFO scheduling (no early stopping).
+
+    Every trial is a random draw (its results report ``model_based`` False); ``dims`` is not needed.
+    """
     from ray.tune.schedulers import FIFOScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 

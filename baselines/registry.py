@@ -1,9 +1,10 @@
 """The black-box baselines behind one interface, and the Ray Tune run that uses them.
 
 Each method is a short module exposing ``NAME`` and ``make(seed, max_epochs,
-**options) -> (search_alg, scheduler)``.  A :class:`Baseline` turns that into a
-:class:`TuneSetup`: exactly what Ray Tune needs (trainable, param space, search
-algorithm, scheduler, metric/mode, number of samples).  ``metric``/``mode`` are
+dims, **options) -> (search_alg, scheduler)``; ``dims`` is the space's dimension,
+to which the model-based methods scale their random phase.  A :class:`Baseline`
+turns that into a :class:`TuneSetup`: exactly what Ray Tune needs (trainable,
+param space, search algorithm, scheduler, metric/mode, number of samples).  ``metric``/``mode`` are
 given to ``tune.TuneConfig`` only, never to a searcher or scheduler.
 
 Budget: every trial trains at most ``max_epochs`` epochs (the schedule spans
@@ -14,6 +15,9 @@ them; HyperBand/BOHB/ASHA use ``max_t = max_epochs``), so a run uses at most
 
 Seeds: ``seed`` seeds the search method (its suggestions); the problem's own
 seed (network initialisation, split, batch order) is in ``ProblemConfig``.
+
+Every result carries ``model_based``: whether a searcher's model, not a random
+draw, proposed the trial (always False for ``random``, ``hyperband``, ``asha``).
 """
 from __future__ import annotations
 
@@ -126,7 +130,7 @@ class TuneSetup:
 
 @dataclass(frozen=True)
 class Baseline:
-    """One black-box method: its name and ``make(seed, max_epochs, **options) -> (search_alg, scheduler)``."""
+    """One black-box method: its name and ``make(seed, max_epochs, dims, **options) -> (search_alg, scheduler)``."""
 
     name: str
     make: Callable[..., tuple[Any, Any]]
@@ -151,9 +155,11 @@ class Baseline:
     ) -> TuneSetup:
         """The :class:`TuneSetup` that searches ``space`` on ``problem``.
 
-        ``seed`` seeds the search method; ``options`` go to this method's
-        ``make`` (see :attr:`options` for the names it takes); ``preset`` is the
-        label every trial's results carry (the FDS preset the problem came from).
+        ``seed`` seeds the search method; ``make`` also gets ``space.dims`` (the
+        model-based methods scale their random phase to it); ``options`` go to
+        this method's ``make`` (see :attr:`options` for the names it takes);
+        ``preset`` is the label every trial's results carry (the FDS preset the
+        problem came from).
         """
         space = SpaceConfig() if space is None else space
         problem = ProblemConfig() if problem is None else problem
@@ -167,7 +173,7 @@ class Baseline:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             fail("options", unknown[0], f"an option of method {self.name!r}, one of {list(self.options)}")
-        search_alg, scheduler = self.make(seed, max_epochs, **options)
+        search_alg, scheduler = self.make(seed, max_epochs, space.dims, **options)
         constants = base_config(problem, max_epochs=max_epochs, grad_clamp=grad_clamp, method=self.name, preset=preset)
         return TuneSetup(
             method=self.name,

@@ -27,7 +27,7 @@ from fds_tune.validation import check, check_int, check_kinds, check_number, che
 
 __all__ = [
     "KINDS", "SpaceConfig", "param_space", "schedule_keys", "schedule_from_config", "sizes_from_keys",
-    "is_schedule_key", "check_no_quantized",
+    "is_schedule_key", "check_no_quantized", "random_phase",
 ]
 
 KINDS: tuple[str, ...] = sgd().hyper_names  # the kinds the baselines' plain SGD needs: lr, momentum, weight_decay
@@ -120,3 +120,19 @@ def check_no_quantized(space: Mapping[str, Any]) -> None:
         quantized = isinstance(domain, Domain) and isinstance(domain.get_sampler(), Quantized)
         rule = "an unquantized domain: ConfigSpace 1.x dropped quantization and TuneBOHB would ignore it"
         check(key, domain, not quantized, rule)
+
+
+def random_phase(dims: int) -> int:
+    """Random observations a model-based searcher collects before its model proposes: ``dims + 1``.
+
+    ``dims + 1`` points in general position are the fewest whose affine hull is
+    the whole space (any fewer lie in a lower-dimensional plane), and it is the BOHB paper's
+    minimum for a model (Falkner et al., 2018: ``N_min = d + 1``).  The
+    libraries' own defaults ignore the dimension (hyperopt 20, Optuna 10) or wait
+    twice as long (hpbandster: ``d + 1`` good and ``d + 1`` bad results at one
+    budget), so that runs of 12-24 trials stayed mostly or wholly random.  The
+    ``tpe``, ``optuna`` and ``bohb`` baselines all derive their defaults from
+    this one number, so that they differ in their models, not in how long they
+    wait for one.
+    """
+    return check_int("dims", dims, 1) + 1

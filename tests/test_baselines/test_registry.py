@@ -53,9 +53,11 @@ def test_bohb_pairing_is_enforced(build):
         ("hyperband", {"reduction_factor": 1}, "reduction_factor: got 1; must be a number > 1"),
         ("asha", {"grace_period": 4}, r"grace_period: got 4; must be an int in \[1, max_epochs=3\]"),
         ("bohb", {"random_fraction": 2}, r"random_fraction: got 2; must be a number in \[0, 1\]"),
-        ("bohb", {"min_points_in_model": 0}, "min_points_in_model: got 0; must be an int >= 1 or None"),
-        ("tpe", {"n_initial_points": 0}, "n_initial_points: got 0; must be an int >= 1"),
-        ("optuna", {"n_startup_trials": -1}, "n_startup_trials: got -1; must be an int >= 0"),
+        ("bohb", {"min_points_in_model": 1}, r"min_points_in_model: got 1; must be an int >= 2 or None"),
+        ("bohb", {"min_points_in_model": 4.0}, r"min_points_in_model: got 4.0; must be an int >= 2 or None"),
+        ("tpe", {"n_initial_points": 0}, r"n_initial_points: got 0; must be an int >= 1 or None"),
+        ("optuna", {"n_startup_trials": 0}, r"n_startup_trials: got 0; must be an int >= 1 or None"),
+        ("optuna", {"n_startup_trials": True}, r"n_startup_trials: got True; must be an int >= 1 or None"),
     ],
 )
 def test_build_rejects_bad_options(method, options, match, build):
