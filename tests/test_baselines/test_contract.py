@@ -1,5 +1,6 @@
-"""End to end through real Ray Tune on digits: one contract for every baseline, BOHB's model-based
-suggestions, and the refusal to resume an interrupted BOHB experiment."""
+"""End to end through real Ray Tune on digits: one contract for every baseline, the model-based
+searchers leaving their random phase (labelled ``model_based`` in every result), BOHB's model-based
+suggestions reproduced, and the refusal to resume an interrupted BOHB experiment."""
 import os
 import signal
 
@@ -7,6 +8,7 @@ import pytest
 from ray import tune
 
 from baselines import ScheduleTrainable, SpaceConfig, get_baseline
+from fds_tune.problem import ProblemConfig
 from fds_tune.results import COMMON_COLUMNS, EPOCHS, SECONDS
 
 pytestmark = pytest.mark.e2e
@@ -52,6 +54,7 @@ def test_contract_results_carry_the_common_columns(contract_runs):
         history = r.metrics_dataframe
         assert set(COMMON_COLUMNS) <= set(history.columns)
         assert (history["method"] == method).all() and not history["diverged"].any()
+        assert not history["model_based"].any()  # 4 trials in 4 dims: every method is still drawing at random
         assert history[EPOCHS].tolist() == history["training_iteration"].astype(float).tolist()  # one epoch per step
         assert (history[SECONDS].diff().dropna() > 0).all() and (history[SECONDS] > 0).all()
         assert r.metrics["schedule"] == {
@@ -100,10 +103,50 @@ def test_bohb_makes_model_based_suggestions_reproducibly(bohb_runs):
     _, [(searcher, grid), (searcher_again, grid_again)] = bohb_runs
     assert not grid.errors and len(grid) == BOHB_SAMPLES
     picks = [searcher.model_based[r.metrics["trial_id"]] for r in creation_order(grid)]
-    assert not any(picks[:8]) and any(picks)  # random until the KDE had enough results, then model based
+    assert not any(picks[:4]) and any(picks)  # random until dims + 1 = 4 results at a budget, then model based
+    assert [r.metrics["model_based"] for r in creation_order(grid)] == picks
     assert [searcher_again.model_based[r.metrics["trial_id"]] for r in creation_order(grid_again)] == picks
     assert [r.config for r in creation_order(grid)] == [r.config for r in creation_order(grid_again)]
     assert sum(r.metrics[EPOCHS] for r in grid) <= BOHB_SAMPLES * 3
+
+
+# ---------------------------------------------------------------------------------------
+# The model-based searchers leave their random phase on the 7-dim digits space
+# ---------------------------------------------------------------------------------------
+DIGITS_SPACE = SpaceConfig(sizes={"lr": 5, "momentum": 1, "weight_decay": 1})  # 7 dims, as the digits comparison
+MODEL_BASED = {"tpe", "optuna", "bohb"}
+PHASE_SAMPLES = {"tpe": 11, "optuna": 11, "bohb": 14, "random": 4, "hyperband": 5, "asha": 4}
+
+
+@pytest.fixture(scope="module", params=METHODS)
+def digits_run(request, ray_session, tmp_path_factory):
+    """Each method once on the 7-dim space, MLP on digits, 3 epochs per trial at most."""
+    method = request.param
+    setup = get_baseline(method).build(
+        DIGITS_SPACE, ProblemConfig(model="mlp", device="cpu"), max_epochs=3, num_samples=PHASE_SAMPLES[method], seed=0
+    )
+    # One trial at a time (2 CPUs each); a model-based searcher then sees every earlier result before it suggests.
+    limit = {"max_concurrent_trials": 1} if method in MODEL_BASED else {}
+    grid = setup.tuner(storage_path=tmp_path_factory.mktemp(f"phase_{method}"), name=method, resources_per_trial={"cpu": 2}, **limit).fit()
+    return method, grid
+
+
+def test_results_say_whether_a_model_proposed_the_trial(digits_run):
+    method, grid = digits_run
+    assert not grid.errors
+    results = creation_order(grid)
+    assert len(results) == PHASE_SAMPLES[method]
+    labels = [r.metrics["model_based"] for r in results]
+    for r, label in zip(results, labels):
+        assert (r.metrics_dataframe["model_based"] == label).all()  # every result of the trial carries it
+        assert r.config.get("model_based", False) == label
+    print(f"\n{method}: model-based trials {''.join('M' if x else '.' for x in labels)} ({sum(labels)} of {len(labels)})")
+    if method in MODEL_BASED:  # dims + 1 = 8 random results first, then the model
+        assert not any(labels[:8]) and any(labels[8:])
+        if method != "bohb":  # BOHB keeps drawing a third at random
+            assert all(labels[8:])
+    else:
+        assert not any(labels)
 
 
 class InterruptOnce(tune.Callback):
