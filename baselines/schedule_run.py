@@ -113,10 +113,15 @@ class ScheduleRun(TrainingRun):
     KIND = "schedule_run"
     METHOD = "schedule"
 
-    def __init__(self, config: Mapping[str, Any] | TrainableConfig):
-        super().__init__(config if isinstance(config, TrainableConfig) else TrainableConfig.from_dict(config))
+    def __init__(self, config: Mapping[str, Any] | TrainableConfig, handover: bool = False):
+        super().__init__(config if isinstance(config, TrainableConfig) else TrainableConfig.from_dict(config), handover)
         self.schedule = Schedule(self.config.schedule)
         self.optimizer = resolve_optimizer("sgd", self.config.grad_clamp)
+
+    @classmethod
+    def for_handover(cls, config, epochs):
+        """The trial's schedule stretched over ``epochs`` epochs of the full training set, as a hand-over."""
+        return cls({**config, "max_epochs": epochs}, handover=True)
 
     @property
     def horizon(self) -> int:

@@ -91,3 +91,25 @@ def test_checkpoints_through_the_shell(kind, tmp_path, monkeypatch):
     assert same_results(b.train(), first)  # a fresh trial
     for t in (a, b, c):
         t.stop()
+
+
+def test_every_hand_over_follows_one_protocol_fds_retraining_included():
+    """A black-box trial's hand-over of a schedule and FDS's retraining of the same schedule are the same run:
+    initialisation RETRAIN_DRAW, the full training set, the hand-over batches, the same clamped SGD."""
+    from baselines.greedy import HDRun
+    from baselines.schedule_run import ScheduleRun
+    from fds_tune import FDSLearner, fds_config
+    from fds_tune.problem import cached_problem
+    from fds_tune.run import run_to_end
+
+    values = {"lr": 0.1, "momentum": 0.5, "weight_decay": 1e-4}
+    fds = fds_config({"preset": "digits", "retrain_epochs": 2, "retrain_fallbacks": 0, "n_values": {"lr": 1}, "init": values})
+    retrained = FDSLearner(fds, cached_problem(fds.problem)).retrain()
+    trial = base_config(fds.problem, max_epochs=7, grad_clamp=fds.grad_clamp) | {f"{k}_0": v for k, v in values.items()}
+    results = run_to_end(ScheduleRun.for_handover(trial, 2))
+    assert [r["epochs_total"] for r in results] == [1.0, 2.0] and all(r["handover"] for r in results)
+    assert all(r["val_acc"] != r["val_acc"] for r in results)  # NaN: a hand-over also trained on the validation split
+    assert "handover_test_acc" not in results[0] and results[-1]["handover_test_acc"] == retrained["retrain_test_acc"]
+
+    hd = HDRun.for_handover({"epochs": 5}, 1)
+    assert hd.horizon == hd.problem.steps_per_epoch(hd.problem.n_train)  # one epoch of the full training set
