@@ -54,11 +54,15 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 import analysis
-from baselines import SpaceConfig, get_baseline
+from baselines import ScheduleTrainable, SpaceConfig, get_baseline
 from baselines.greedy import GREEDY_METHODS as GREEDY_TRAINABLES
 from baselines.greedy import SHARED_KEYS
-from fds_tune import PRESETS, FDSConfig, FDSTrainable, fds_config
-from fds_tune.results import BLACK_BOX_METHODS, EPOCHS, GREEDY_METHODS, METHODS, METRIC, MODE
+from fds_tune import PRESETS, FDSConfig, FDSTrainable, ProblemConfig, fds_config
+from fds_tune.cost import plain_epoch_seconds
+from fds_tune.problem import cached_problem
+from fds_tune.results import BLACK_BOX_METHODS, EPOCHS, GREEDY_METHODS, METHODS, METRIC, MODE, SECONDS
+from fds_tune.run import run_to_end
+from fds_tune.trainable import cpu_unless_given_a_gpu
 from fds_tune.validation import check, check_choice, check_int, check_number, check_optional, fail, is_int
 
 __all__ = [
@@ -89,15 +93,15 @@ class CompareSpec:
     """What one comparison preset runs, besides its FDS preset (the key it has in :data:`COMPARE_PRESETS`)."""
 
     max_epochs: int  # epochs of one black-box trial (and of an HD / greedy run)
-    num_samples: int  # black-box trials per method (HyperBand/BOHB/ASHA stop many early)
-    budget_epochs: float  # black-box training epochs per method, all trials together
+    budget_epochs: float  # black-box training epochs per method, all trials together: every black-box method spends it
+    num_samples: int | None = None  # a cap on black-box trials per method (None: the budget alone ends the search)
     fds_overrides: Mapping[str, Any] = field(default_factory=dict)  # keys of the FDS preset changed for every method
     # black-box search range per kind, over the defaults of baselines.SpaceConfig (the paper's wide ranges)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self):
         check_int("max_epochs", self.max_epochs, minimum=1)
-        check_int("num_samples", self.num_samples, minimum=1)
+        check_optional("num_samples", self.num_samples, check_int, minimum=1, rule="an int >= 1 or None (no cap)")
         check_number("budget_epochs", self.budget_epochs, low=0, low_open=True)
 
 
@@ -105,16 +109,25 @@ class CompareSpec:
 # the black-box budget and ranges.
 COMPARE_PRESETS: dict[str, CompareSpec] = {
     # The embedded default: every method in a few minutes on 2 CPU cores (`make run`).
-    "digits": CompareSpec(max_epochs=10, num_samples=16, budget_epochs=120),
+    "digits": CompareSpec(max_epochs=10, budget_epochs=120),
     # The CPU benchmark: about an hour on 2 cores.  LeNet has no BatchNorm: in the paper's wide
     # ranges (lr up to 1, momentum up to 0.99) nearly every black-box trial collapses, so the
     # black-box methods search lr in [0, 0.3] and momentum in [0, 0.9] (a hand-tuned lr of 0.3
     # with momentum 0.9 already diverges).  FDS learns from zero without a range.
-    "fashion_mnist": CompareSpec(max_epochs=3, num_samples=24, budget_epochs=48, ranges={"lr": (0.0, 0.3), "momentum": (0.0, 0.9)}),
+    "fashion_mnist": CompareSpec(max_epochs=3, budget_epochs=48, ranges={"lr": (0.0, 0.3), "momentum": (0.0, 0.9)}),
     # The paper's CIFAR-10 / WRN-16-1 setup, for a GPU machine.
-    "cifar10_paper": CompareSpec(max_epochs=50, num_samples=64, budget_epochs=1600),
+    "cifar10_paper": CompareSpec(max_epochs=50, budget_epochs=1600),
 }
 check("COMPARE_PRESETS", sorted(COMPARE_PRESETS), set(COMPARE_PRESETS) <= set(PRESETS), f"FDS preset names, from {sorted(PRESETS)}")
+UNCAPPED = 100_000  # Tune's num_samples when only the budget ends a search (trials are drawn lazily)
+# HD and greedy forward mode choose their own knob on validation from a small grid (every grid
+# run's compute counts): HD's hyper-learning rates as scale x (1, 10, 0.1) for (lr, momentum,
+# weight decay) around its default 1e-3 scale; greedy's outer step sizes as FDS's times a factor.
+HD_SCALES = (3e-4, 1e-3, 3e-3)
+GREEDY_FACTORS = (0.5, 1.0, 2.0)
+GRID_SIZES = {"hd": len(HD_SCALES), "greedy": len(GREEDY_FACTORS)}
+CALIBRATION_FILE = "calibration.json"  # seconds of one plain PyTorch training epoch, measured once per comparison
+HANDOVER_DIR = "handover"  # the hand-over's results, one more trial of a method's experiment
 
 
 class Progress(tune.Callback):
@@ -125,7 +138,7 @@ class Progress(tune.Callback):
     pickled with the experiment state, so it holds no file object).
     """
 
-    def __init__(self, label: str, expected_trials: int, budget_epochs: float | None, started: float | None = None):
+    def __init__(self, label: str, expected_trials: int | None, budget_epochs: float | None, started: float | None = None):
         self.label, self.expected, self.budget = label, expected_trials, budget_epochs
         self.started = started or time.time()
         self.epochs: dict[str, float] = {}
@@ -155,11 +168,11 @@ class Progress(tune.Callback):
         self.finished.add(trial_id)
         elapsed = time.time() - self.started
         used = sum(self.epochs.values())
-        frac = min(1.0, max(len(self.finished) / self.expected, used / self.budget if self.budget else 0.0))
+        frac = min(1.0, max(len(self.finished) / self.expected if self.expected else 0.0, used / self.budget if self.budget else 0.0))
         eta = elapsed * (1 - frac) / frac if frac > 0 else float("nan")
         best = f"{self.best:.4f}" if math.isfinite(self.best) else "-"
         print(
-            f"[{self.label}] trials {len(self.finished)}/{self.expected}{' (error)' if error else ''} | "
+            f"[{self.label}] trials {len(self.finished)}{f'/{self.expected}' if self.expected else ''}{' (error)' if error else ''} | "
             f"best {METRIC} {best} | {used:.0f} epochs | {elapsed:.0f}s elapsed, ~{eta:.0f}s left",
             flush=True,
         )
@@ -170,18 +183,18 @@ def _experiment(
 ):
     """(trainable, tuner factory) for one method and seed.
 
-    The FDS preset is resolved once, here: every method's trials get explicit values (FDS its whole
-    config, HD and greedy the keys they share with it, black-box the problem and clamp), and each
-    result carries ``seed`` and ``preset``.
+    The FDS preset is resolved once, here (:func:`resolved_config`): every method's trials get
+    explicit values (FDS its whole config, HD and greedy the keys they share with it and their
+    knob's grid, black-box the problem and clamp), and each result carries ``seed`` and ``preset``.
     """
-    fds = fds_config({"preset": preset, **spec.fds_overrides, "seed": seed})
+    fds = resolved_config(preset, spec, seed)
     name = f"{method}-seed{seed}"
     if method in BLACK_BOX_METHODS:
         setup = get_baseline(method).build(
             search_space(fds, spec),
             fds.problem,
             max_epochs=spec.max_epochs,
-            num_samples=spec.num_samples,
+            num_samples=spec.num_samples or UNCAPPED,
             seed=seed,
             grad_clamp=fds.grad_clamp,
             preset=preset,
@@ -193,7 +206,7 @@ def _experiment(
         )
     if method in GREEDY_METHODS:
         trainable = GREEDY_TRAINABLES[method]
-        space = {**{k: v for k, v in fds.to_dict().items() if k in SHARED_KEYS}, "epochs": spec.max_epochs}
+        space = {**{k: v for k, v in fds.to_dict().items() if k in SHARED_KEYS}, "epochs": spec.max_epochs, **knob_grid(method, fds)}
     else:  # FDS
         trainable, space = FDSTrainable, fds.to_dict()
     trainable = tune.with_resources(trainable, dict(resources))
@@ -206,8 +219,25 @@ def _experiment(
         failure_config=tune.FailureConfig(max_failures=2),
     )
     return trainable, lambda: tune.Tuner(
-        trainable, param_space=space, tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=1), run_config=run_config
+        trainable, param_space=space, tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=1, reuse_actors=True),
+        run_config=run_config,
     )
+
+
+def resolved_config(preset: str, spec: CompareSpec, seed: int) -> FDSConfig:
+    """The FDS config every method of one seed starts from: the preset, the spec's overrides, and
+    the black-box search ranges as FDS's value bounds (FDS, HD and greedy search the same ranges)."""
+    base = fds_config({"preset": preset, **spec.fds_overrides, "seed": seed})
+    ranges = search_space(base, spec).ranges
+    return dataclasses.replace(base, bounds={k: tuple(ranges[k]) for k in base.bounds})
+
+
+def knob_grid(method: str, fds: FDSConfig) -> dict[str, Any]:
+    """The grid an online method chooses its knob from on validation (all its runs' compute counts)."""
+    if method == "hd":
+        rates = [{"lr": s, "momentum": 10 * s, "weight_decay": s / 10} for s in HD_SCALES]
+        return {"hyper_lr": tune.grid_search(rates)}
+    return {"step_size": tune.grid_search([{k: f * v for k, v in fds.step_size.items()} for f in GREEDY_FACTORS])}
 
 
 def search_space(fds: FDSConfig, spec: CompareSpec) -> SpaceConfig:
@@ -301,7 +331,7 @@ def compare(
     check_choice("preset", preset, COMPARE_PRESETS)
     overrides = dict(overrides or {})
     # the comparison sets them: an override would be lost
-    for key, how in (("preset", "preset=, --preset"), ("seed", "seeds=, --seeds or --seed-list")):
+    for key, how in (("preset", "preset=, --preset"), ("seed", "seeds=, --seeds or --seed-list"), ("bounds", "ranges=, --range")):
         check(f"overrides[{key!r}]", overrides.get(key), key not in overrides, f"absent (the comparison sets it through {how})")
     spec = COMPARE_PRESETS[preset]
     spec = dataclasses.replace(
@@ -329,15 +359,84 @@ def compare(
     resources = trial_resources(cluster, gpus_per_trial)
     storage.mkdir(parents=True, exist_ok=True)
     (out / CLUSTER_FILE).write_text(json.dumps({"cluster": {k: cluster.get(k, 0) for k in ("CPU", "GPU")}, "per_trial": resources}) + "\n")
+    calibrate(out, resolved_config(preset, spec, seeds[0]).problem, resources, log)
     started = time.time()
     for seed in seeds:
         for method in methods:
-            black_box = method in BLACK_BOX_METHODS
-            progress = Progress(f"{method} seed {seed}", spec.num_samples if black_box else 1, budget if black_box else None)
+            expected = spec.num_samples if method in BLACK_BOX_METHODS else GRID_SIZES.get(method, 1)
+            progress = Progress(f"{method} seed {seed}", expected, budget if method in BLACK_BOX_METHODS else None)
             log(f"== {method}, seed {seed} ({time.time() - started:.0f}s elapsed)")
             path = storage / f"{method}-seed{seed}"
             _run_one(method, path, _experiment(method, seed, preset, spec, budget, storage, progress, resources), resume, log)
+            if method != "fds":  # FDS retrains its learned schedule itself, by the same protocol
+                hand_over(path, method, resolved_config(preset, spec, seed).retrain_epochs, resources, log)
     return write_report(out, log=log)
+
+
+def calibrate(out: Path, problem: ProblemConfig, resources: Mapping[str, float], log: Callable[[str], None] = print) -> float:
+    """Seconds of one plain PyTorch training epoch on ``problem``, measured once per comparison in a Ray
+    task with a trial's resources (kept in ``out/calibration.json``, so a resumed comparison reuses it)."""
+    path = out / CALIBRATION_FILE
+    if path.exists():
+        return json.loads(path.read_text())["plain_epoch_s"]
+    task = ray.remote(_plain_epoch_task).options(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0))
+    seconds = ray.get(task.remote(problem))
+    path.write_text(json.dumps({"plain_epoch_s": seconds, "problem": dataclasses.asdict(problem), "resources": dict(resources)}) + "\n")
+    log(f"== one plain PyTorch training epoch (nn.Module + torch.optim.SGD): {seconds:.3f} s, the unit of compute")
+    return seconds
+
+
+def _plain_epoch_task(problem: ProblemConfig) -> float:
+    cpu_unless_given_a_gpu(dataclasses.asdict(problem), ray.get_gpu_ids())
+    return plain_epoch_seconds(cached_problem(problem))
+
+
+def hand_over(path: Path, method: str, epochs: int, resources: Mapping[str, float], log: Callable[[str], None] = print) -> None:
+    """The hand-over every method gets: its choice by validation (the best validated result of the
+    search in ``path``) retrained from scratch on the full training set for ``epochs`` epochs and
+    tested once (:meth:`~fds_tune.run.TrainingRun.for_handover`), in a Ray task with a trial's
+    resources.  Its results are written as one more trial of the experiment (``handover/``), so
+    that its compute counts towards the method's and its test accuracy is the method's answer."""
+    target = path / HANDOVER_DIR
+    if (target / DONE_MARKER).exists():
+        return
+    trial_dir, config = incumbent(path)
+    run_type = (GREEDY_TRAINABLES[method] if method in GREEDY_METHODS else ScheduleTrainable).RUN
+    task = ray.remote(_hand_over_task).options(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0))
+    results = ray.get(task.remote(run_type, config, epochs))
+    trial_id = f"{json.loads((trial_dir / 'result.json').read_text().splitlines()[0])['trial_id']}-handover"
+    lines = [
+        json.dumps({**r, "trial_id": trial_id, "training_iteration": i + 1, "timestamp": time.time(), "time_total_s": r[SECONDS],
+                    "cpus": resources.get("cpu", 1), "gpus": resources.get("gpu", 0), "config": config, "handover_of": trial_dir.name})
+        for i, r in enumerate(results)
+    ]
+    if target.exists():
+        shutil.rmtree(target)  # a hand-over cut short: run again
+    tmp = path / f".{HANDOVER_DIR}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    (tmp / "params.json").write_text(json.dumps(config))
+    (tmp / "result.json").write_text("\n".join(lines) + "\n")
+    (tmp / DONE_MARKER).write_text("done\n")
+    tmp.rename(target)
+    log(f"[{path.name}] hand-over of {trial_dir.name}: test accuracy {results[-1].get('handover_test_acc', float('nan')):.4f}")
+
+
+def _hand_over_task(run_type: type, config: Mapping[str, Any], epochs: int) -> list[dict[str, Any]]:
+    to_cpu = cpu_unless_given_a_gpu(config, ray.get_gpu_ids())
+    return run_to_end(run_type.for_handover({**config, "device": "cpu"} if to_cpu else dict(config), epochs))
+
+
+def incumbent(path: Path) -> tuple[Path, dict[str, Any]]:
+    """The trial directory and config of a search's choice by validation: its best validated result
+    (:func:`analysis.final_choice`; diverged results never count)."""
+    trials = [d for d in analysis.find_trial_dirs(path) if d.name != HANDOVER_DIR]
+    choice = analysis.final_choice(analysis.load_results(trials)).iloc[0]
+    for d in trials:
+        first = (d / "result.json").read_text().splitlines()[0]
+        if json.loads(first)["trial_id"] == choice["trial"]:
+            return d, json.loads((d / "params.json").read_text())
+    fail("path", str(path), f"an experiment holding the chosen trial {choice['trial']!r}")
 
 
 def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -348,6 +447,8 @@ def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> 
         f"a comparison directory holding results in {out / 'ray'} (from 'fds-tune compare --out {out}'); run a comparison first",
     )
     df = analysis.load_results(out / "ray")
+    if (out / CALIBRATION_FILE).exists():  # compute in plain-epoch equivalents: compute_s / plain_epoch_s
+        df["plain_epoch_s"] = json.loads((out / CALIBRATION_FILE).read_text())["plain_epoch_s"]
     csv = out / "results.csv"
     df.to_csv(csv, index=False)
     table = analysis.comparison_table(pd.read_csv(csv))  # the table comes from the CSV, nothing else
@@ -384,7 +485,7 @@ def compute_caption(df: pd.DataFrame, cluster: Mapping[str, float] | None = None
     return (
         f"{text} On {_count(cluster.get('CPU', 0), 'CPU')} and {_count(cluster.get('GPU', 0), 'GPU')}, "
         f"up to {at_once} trials could run at once: "
-        f"a black-box method's wall clock can be as little as 1/{at_once} of its compute; FDS, HD and greedy run one trial each."
+        f"a black-box method's wall clock can be as little as 1/{at_once} of its compute; FDS runs one trial at a time."
     )
 
 
