@@ -176,7 +176,7 @@ def final_choice(df: pd.DataFrame) -> pd.DataFrame:
     chosen result), ``val_acc`` and ``test_acc`` of the choice,
     ``handed_over`` (``test_acc`` is a hand-over's retrained accuracy),
     ``best_val_acc`` (highest ``val_acc`` the run reported), ``compute_s`` and
-    ``epochs`` (the run's total), ``trials``, ``outer_steps`` (FDS: the
+    ``epochs`` (the run's total), ``trials`` (of the search: a hand-over is not one), ``outer_steps`` (FDS: the
     highest ``outer_step``; NaN for methods without outer steps) and
     ``trials_or_steps`` (outer steps where there are some, else trials).
     """
@@ -195,11 +195,16 @@ def final_choice(df: pd.DataFrame) -> pd.DataFrame:
         "best_val_acc": last["best_val_acc"],
         "compute_s": last[RUN_SECONDS],
         "epochs": last[RUN_EPOCHS],
-        "trials": runs["trial"].nunique().reindex(last.index),
+        "trials": _searched(df).groupby("run", sort=False)["trial"].nunique().reindex(last.index),
         "outer_steps": steps.reindex(last.index),
     })
     out["trials_or_steps"] = out["outer_steps"].where(out["outer_steps"].notna(), out["trials"]).astype(float)
     return out.reset_index()[["method", "run", *[c for c in out.columns if c != "method"]]]
+
+
+def _searched(df: pd.DataFrame) -> pd.DataFrame:
+    """The search's results: without a hand-over's (``handover`` true)."""
+    return df[~df["handover"].map(_is_true)] if "handover" in df.columns else df
 
 
 def aggregate_curves(

@@ -168,6 +168,18 @@ def test_handover_is_the_final_answer_whatever_its_validation():
     assert choice["best_val_acc"] == 0.95
 
 
+def test_a_hand_over_is_not_a_trial_of_the_search():
+    """The comparison's hand-over (rows with ``handover`` true) ends the curve but is not counted as a searched trial."""
+    df = pd.DataFrame({
+        "method": "random", "run": "random/seed=0", "seed": 0, "trial": ["a", "b", "b-handover"], "iteration": [1, 1, 1],
+        RUN_SECONDS: [1.0, 2.0, 3.0], RUN_EPOCHS: [1.0, 2.0, 3.0], "val_acc": [0.9, 0.8, math.nan],
+        "test_acc": [0.9, 0.8, 0.93], "diverged": False, "handover": [False, False, True],
+        "handover_test_acc": [math.nan, math.nan, 0.93],
+    })
+    (choice,) = final_choice(df).to_dict("records")
+    assert (choice["test_acc"], choice["handed_over"], choice["trials"], choice["compute_s"]) == (0.93, True, 2, 3.0)
+
+
 def test_missing_columns_degrade_gracefully(hand_frame):
     df = hand_frame().drop(columns=["retrain_test_acc", "outer_step", "val_loss"])
     finals = final_choice(df).set_index("run")
