@@ -74,6 +74,11 @@ class FunctionalModel:
         if not named:
             raise ValueError("model: has no parameters to train")
         self.names = [n for n, _ in named]
+        # Tied (shared) parameters need functional_call's tied-weight search, which walks every module
+        # on every call; a model without them skips it (a few percent of a small network's step).
+        self.tied = len(list(model.named_parameters(remove_duplicate=False))) != len(named) or (
+            len(list(model.named_buffers(remove_duplicate=False))) != len(list(model.named_buffers()))
+        )
         self.shapes = [p.shape for _, p in named]
         self.numels = [p.numel() for _, p in named]
         self.numel = sum(self.numels)
@@ -104,7 +109,7 @@ class FunctionalModel:
         Must be called inside :meth:`batch_statistics`.
         """
         self._stats = {}
-        out = functional_call(self.model, (self.unflatten(flat), buffers), (x,))
+        out = functional_call(self.model, (self.unflatten(flat), buffers), (x,), tie_weights=self.tied)
         stats, self._stats = self._stats, {}
         return self.loss_fn(out, y), stats
 
@@ -175,7 +180,7 @@ class FunctionalModel:
         total_loss, correct, count = 0.0, 0, 0
         try:
             for x, y in batches:
-                out = functional_call(self.model, (params, buffers), (x,))
+                out = functional_call(self.model, (params, buffers), (x,), tie_weights=self.tied)
                 total_loss += float(self.loss_fn(out, y)) * len(y)
                 correct += int((out.argmax(-1) == y).sum())
                 count += len(y)
