@@ -74,11 +74,12 @@ class FunctionalModel:
         if not named:
             raise ValueError("model: has no parameters to train")
         self.names = [n for n, _ in named]
-        # Tied (shared) parameters need functional_call's tied-weight search, which walks every module
-        # on every call; a model without them skips it (a few percent of a small network's step).
-        self.tied = len(list(model.named_parameters(remove_duplicate=False))) != len(named) or (
-            len(list(model.named_buffers(remove_duplicate=False))) != len(list(model.named_buffers()))
-        )
+        # A tensor shared by two modules (weight tying) is given under each module's name explicitly.
+        # A module used twice needs nothing: its one attribute serves both uses.  (functional_call's
+        # own tie_weights walks every module on every call, and with a module registered twice it
+        # leaves the module holding the call's tensors afterwards, in PyTorch 2.14.)
+        self.aliases = _aliases(model, model.named_parameters(), model.named_parameters(remove_duplicate=False))
+        self.buffer_aliases = _aliases(model, model.named_buffers(), model.named_buffers(remove_duplicate=False))
         self.shapes = [p.shape for _, p in named]
         self.numels = [p.numel() for _, p in named]
         self.numel = sum(self.numels)
@@ -102,6 +103,13 @@ class FunctionalModel:
         buffers = {n: b.detach().clone() for n, b in self.model.named_buffers()}
         return TrainState(self.unflatten(theta), buffers, init_opt_state(theta), 0)
 
+    def _with_aliases(self, params: dict, buffers: dict) -> tuple[dict, dict]:
+        if self.aliases:
+            params = {**params, **{alias: params[name] for alias, name in self.aliases.items()}}
+        if self.buffer_aliases:
+            buffers = {**buffers, **{alias: buffers[name] for alias, name in self.buffer_aliases.items()}}
+        return params, buffers
+
     # ---- the differentiated function ----------------------------------------------
     def loss(self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor):
         """Mean train-mode loss on one batch, and the BatchNorm batch statistics (aux).
@@ -109,7 +117,7 @@ class FunctionalModel:
         Must be called inside :meth:`batch_statistics`.
         """
         self._stats = {}
-        out = functional_call(self.model, (self.unflatten(flat), buffers), (x,), tie_weights=self.tied)
+        out = functional_call(self.model, self._with_aliases(self.unflatten(flat), buffers), (x,), tie_weights=False)
         stats, self._stats = self._stats, {}
         return self.loss_fn(out, y), stats
 
@@ -180,7 +188,7 @@ class FunctionalModel:
         total_loss, correct, count = 0.0, 0, 0
         try:
             for x, y in batches:
-                out = functional_call(self.model, (params, buffers), (x,), tie_weights=self.tied)
+                out = functional_call(self.model, self._with_aliases(params, buffers), (x,), tie_weights=False)
                 total_loss += float(self.loss_fn(out, y)) * len(y)
                 correct += int((out.argmax(-1) == y).sum())
                 count += len(y)
@@ -190,6 +198,17 @@ class FunctionalModel:
         if count == 0:
             raise ValueError("evaluate: got no batches")
         return total_loss / count, correct / count
+
+
+def _aliases(model: nn.Module, unique, every) -> dict[str, str]:
+    """Names of a shared tensor in another module than its first name's -> its first name."""
+    first = {id(t): n for n, t in unique}
+
+    def slot(name):  # (the owning module, the attribute)
+        owner, _, attr = name.rpartition(".")
+        return id(model.get_submodule(owner)), attr
+
+    return {n: first[id(t)] for n, t in every if slot(n) != slot(first[id(t)])}
 
 
 def val_test_metrics(fm: FunctionalModel, params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor], val_batches, test_batches):

@@ -173,6 +173,46 @@ def test_train_equals_torch_sgd_step_for_step(bn):
             torch.testing.assert_close(res.buffers[n], b, rtol=1e-12, atol=1e-14)
 
 
+class TiedWeights(nn.Module):
+    """Two Linear layers sharing one weight Parameter (weight tying across modules)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.head = nn.Linear(12, 12), nn.Linear(12, 12), nn.Linear(12, 3)
+        self.b.weight = self.a.weight
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.b(torch.tanh(self.a(x)))))
+
+
+def layer_used_twice():
+    shared = nn.Linear(12, 12)
+    return nn.Sequential(nn.Flatten(), shared, nn.Tanh(), shared, nn.Tanh(), nn.Linear(12, 3))
+
+
+@pytest.mark.parametrize("make", [layer_used_twice, TiedWeights], ids=["layer-used-twice", "tied-weights"])
+def test_shared_parameters_train_like_torch_sgd_and_leave_the_module_alone(make):
+    """A module used twice, and one Parameter shared by two modules: the same steps as torch.optim.SGD,
+    exact forward-mode hypergradients, and the module keeps its own (leaf) parameters."""
+    torch.manual_seed(0)
+    model = make().to(DT)
+    train_b, val_b = batches(4, (12,), seed=3), batches(1, (12,), seed=4)
+    ref = copy.deepcopy(model).train()
+    opt = torch.optim.SGD(ref.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-3)
+    for x, y in train_b:
+        opt.zero_grad()
+        F.cross_entropy(ref(x), y).backward()
+        opt.step()
+    res = train(model, {"lr": [0.1], "momentum": [0.9], "weight_decay": [5e-3]}, train_b)
+    for n, p in ref.named_parameters():
+        torch.testing.assert_close(res.params[n], p.detach(), rtol=1e-12, atol=1e-14)
+    hg = hypergradients(model, SGD_VALUES, train_b, val_b)
+    assert all(p.is_leaf for p in model.parameters())  # functional_call left the module as it was
+    ref_hg, _ = reverse_hypergrads(model, SGD_VALUES, train_b, val_b, sgd())
+    for k in SGD_VALUES:
+        assert rel_err(hg[k], ref_hg[k]) < 1e-8, k
+
+
 def test_train_equals_torch_adamw():
     model = tiny_mlp()
     train_b = batches(5, (12,), seed=8)
