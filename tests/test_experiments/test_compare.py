@@ -18,7 +18,7 @@ from fds_tune.results import METHODS
 from support.datasets import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--samples", "2", "--budget", "4", "--range", "lr=0,0.5"]
+TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--budget", "4", "--range", "lr=0,0.5"]
 
 
 def test_compare_presets_are_the_fds_presets():
@@ -158,7 +158,7 @@ def test_progress_says_where_each_method_is(digits_run):
     printed = (digits_run.parent / "stdout.txt").read_text()
     for method in METHODS:
         assert f"== {method}, seed 0" in printed
-    assert re.search(r"\[random seed 0\] trials [12]/2 \| best val_acc 0\.\d{4} \| \d+ epochs \| \d+s elapsed, ~\d+s left", printed)
+    assert re.search(r"\[random seed 0\] trials [12] \| best val_acc 0\.\d{4} \| \d+ epochs \| \d+s elapsed, ~\d+s left", printed)
     assert re.search(r"\[fds seed 0\] step 1 \| val_acc 0\.\d{4} \| 1 epochs", printed)
     assert re.search(r"\[fds seed 0\] step 2 \| val_acc 0\.\d{4} \| \d+ epochs", printed)
 
@@ -189,7 +189,8 @@ def test_black_box_stays_within_its_budget(digits_run):
         rows = csv[(csv["method"] == method) & (csv["handover"] != True)]  # noqa: E712 (the search, not its hand-over)
         per_trial = rows.groupby("trial")["epochs_total"].max()
         assert per_trial.max() <= 2  # --max-epochs
-        assert per_trial.sum() <= 4 + 2  # --budget, plus at most one epoch per concurrent trial (2 CPUs)
+        # every black-box method spends the same budget, within one epoch per concurrently running trial (2 CPUs)
+        assert 4 <= per_trial.sum() <= 4 + 2, method
 
 
 @pytest.mark.e2e
