@@ -6,7 +6,6 @@ import json
 import os
 import sys
 import threading
-import time
 
 os.environ.update(RAY_AIR_NEW_OUTPUT="0", TUNE_DISABLE_AUTO_CALLBACK_LOGGERS="1", RAY_AUTH_MODE="disabled", RAY_CHDIR_TO_TRIAL_DIR="0")
 

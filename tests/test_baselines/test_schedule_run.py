@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from baselines import ScheduleRun, ScheduleTrainable, TrainableConfig
+from baselines import ScheduleRun, TrainableConfig
 from baselines.schedule_run import base_config
 from fds_tune.results import COMMON_COLUMNS, EPOCHS, SECONDS
 from fds_tune.problem import ProblemConfig
