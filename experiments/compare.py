@@ -400,7 +400,11 @@ def hand_over(path: Path, method: str, epochs: int, resources: Mapping[str, floa
     target = path / HANDOVER_DIR
     if (target / DONE_MARKER).exists():
         return
-    trial_dir, config = incumbent(path)
+    chosen = incumbent(path)
+    if chosen is None:
+        log(f"[{path.name}] nothing to hand over: every result of the search diverged (the method's answer is chance)")
+        return
+    trial_dir, config = chosen
     run_type = (GREEDY_TRAINABLES[method] if method in GREEDY_METHODS else ScheduleTrainable).RUN
     task = ray.remote(_hand_over_task).options(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0))
     results = ray.get(task.remote(run_type, config, epochs))
@@ -427,11 +431,13 @@ def _hand_over_task(run_type: type, config: Mapping[str, Any], epochs: int) -> l
     return run_to_end(run_type.for_handover({**config, "device": "cpu"} if to_cpu else dict(config), epochs))
 
 
-def incumbent(path: Path) -> tuple[Path, dict[str, Any]]:
+def incumbent(path: Path) -> tuple[Path, dict[str, Any]] | None:
     """The trial directory and config of a search's choice by validation: its best validated result
-    (:func:`analysis.final_choice`; diverged results never count)."""
+    (:func:`analysis.final_choice`; diverged results never count).  None when every result diverged."""
     trials = [d for d in analysis.find_trial_dirs(path) if d.name != HANDOVER_DIR]
     choice = analysis.final_choice(analysis.load_results(trials)).iloc[0]
+    if choice["trial"] is None or pd.isna(choice["trial"]):
+        return None
     for d in trials:
         first = (d / "result.json").read_text().splitlines()[0]
         if json.loads(first)["trial_id"] == choice["trial"]:

@@ -333,3 +333,17 @@ def test_cifar10_paper_preset_smoke_on_the_cifar_fixture(ray_session, tmp_path):
     assert sorted(rows) == ["fds", "hd", "random"]
     csv = pd.read_csv(out / "results.csv")
     assert (csv[csv["method"] == "fds"]["lr_6"].notna()).all()  # 7 lr values, as in the paper
+
+
+def test_a_search_whose_every_result_diverged_has_nothing_to_hand_over(tmp_path):
+    from experiments.compare import incumbent
+
+    trial = tmp_path / "exp" / "ScheduleTrainable_x"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text(json.dumps({"lr_0": 1e9}))
+    result = {"trial_id": "x", "training_iteration": 1, "timestamp": 1.0, "method": "random", "seed": 0, "val_acc": 0.1,
+              "val_loss": 1e9, "test_acc": 0.1, "diverged": True, "compute_s": 1.0, "epochs_total": 0.5}
+    (trial / "result.json").write_text(json.dumps(result) + "\n")
+    assert incumbent(tmp_path / "exp") is None
+    (trial / "result.json").write_text(json.dumps(result) + "\n" + json.dumps({**result, "training_iteration": 2, "diverged": False, "val_acc": 0.5, "val_loss": 1.0}) + "\n")
+    assert incumbent(tmp_path / "exp") == (trial.resolve(), {"lr_0": 1e9})
