@@ -57,7 +57,7 @@ class TrainableConfig:
         check_int("max_epochs", self.max_epochs, 1)
         check_optional("grad_clamp", self.grad_clamp, check_number, low=0, low_open=True, rule="a finite number > 0 or None")
         check("method", self.method, isinstance(self.method, str) and bool(self.method), "a non-empty string")
-        check_optional("preset", self.preset, check, isinstance(self.preset, str), "a preset name (a label) or None")
+        check("preset", self.preset, self.preset is None or isinstance(self.preset, str), "a preset name (a label) or None")
         check(MODEL_BASED, self.model_based, isinstance(self.model_based, bool), "a bool")
         Schedule(self.schedule)  # kinds non-empty, values finite
         check_kinds("schedule", self.schedule, KINDS)

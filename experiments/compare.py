@@ -379,11 +379,15 @@ def calibrate(out: Path, problem: ProblemConfig, resources: Mapping[str, float],
     path = out / CALIBRATION_FILE
     if path.exists():
         return json.loads(path.read_text())["plain_epoch_s"]
-    task = ray.remote(_plain_epoch_task).options(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0))
-    seconds = ray.get(task.remote(problem))
+    seconds = ray.get(_as_trial(_plain_epoch_task, resources).remote(problem))
     path.write_text(json.dumps({"plain_epoch_s": seconds, "problem": dataclasses.asdict(problem), "resources": dict(resources)}) + "\n")
     log(f"== one plain PyTorch training epoch (nn.Module + torch.optim.SGD): {seconds:.3f} s, the unit of compute")
     return seconds
+
+
+def _as_trial(fn: Callable, resources: Mapping[str, float]):
+    """``fn`` as a Ray task with a trial's resources (measured like a trial, on the device a trial gets)."""
+    return ray.remote(fn).options(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0))
 
 
 def _plain_epoch_task(problem: ProblemConfig) -> float:
@@ -406,8 +410,7 @@ def hand_over(path: Path, method: str, epochs: int, resources: Mapping[str, floa
         return
     trial_dir, config = chosen
     run_type = (GREEDY_TRAINABLES[method] if method in GREEDY_METHODS else ScheduleTrainable).RUN
-    task = ray.remote(_hand_over_task).options(num_cpus=resources.get("cpu", 1), num_gpus=resources.get("gpu", 0))
-    results = ray.get(task.remote(run_type, config, epochs))
+    results = ray.get(_as_trial(_hand_over_task, resources).remote(run_type, config, epochs))
     trial_id = f"{json.loads((trial_dir / 'result.json').read_text().splitlines()[0])['trial_id']}-handover"
     lines = [
         json.dumps({**r, "trial_id": trial_id, "training_iteration": i + 1, "timestamp": time.time(), "time_total_s": r[SECONDS],

@@ -55,7 +55,7 @@ class FDSConfig:
 
     def __post_init__(self):
         self.problem  # validates the problem keys
-        check_optional("preset", self.preset, check, isinstance(self.preset, str), "a preset name (a label) or None")
+        check("preset", self.preset, self.preset is None or isinstance(self.preset, str), "a preset name (a label) or None")
         for key in ("n_values", "init", "step_size", "bounds"):
             check_kinds(key, getattr(self, key), KINDS)
         for k in KINDS:

@@ -29,7 +29,6 @@ from .schedule import Schedule
 __all__ = ["FDSLearner", "FDSRun"]
 
 
-
 class FDSLearner:
     """Learns shared schedules of lr, momentum and weight decay for one problem."""
 

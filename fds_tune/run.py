@@ -90,7 +90,7 @@ class TrainingRun:
         self.fm = FunctionalModel(self.model, F.cross_entropy)
         split_train, self.val_idx = self.problem.split(0)
         self.train_idx = None if handover else split_train  # a hand-over trains on the full training set
-        self.val_batches = self.problem.eval_batches(self.val_idx)
+        self.val_batches = [] if handover else self.problem.eval_batches(self.val_idx)  # a hand-over reports no validation
         self.test_batches = self.problem.test_batches()
         self.steps_per_epoch = self.problem.steps_per_epoch(self.problem.n_train if handover else len(split_train))
         self.state: TrainState = self.fm.start_state(sgd().init)
