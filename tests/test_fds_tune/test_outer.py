@@ -8,7 +8,7 @@ import torch
 from fds_tune import outer
 
 
-SIGN, ADAM = outer.sign_rule(), outer.adam_rule()
+SIGN, ADAM, RPROP, NORM = outer.sign_rule(), outer.adam_rule(), outer.rprop_rule(), outer.normalised_rule()
 
 
 def state(values, steps, rule=SIGN):
@@ -78,7 +78,7 @@ def test_step_back_undoes_last_update_and_shrinks():
     torch.testing.assert_close(first.values["lr"], t(0.1))
 
 
-@pytest.mark.parametrize("rule", [SIGN, ADAM], ids=["sign", "adam"])
+@pytest.mark.parametrize("rule", [SIGN, ADAM, RPROP, NORM], ids=["sign", "adam", "rprop", "normalised"])
 def test_json_round_trip_is_exact(rule):
     s = rule.update(state({"lr": [0.1, 0.3]}, {"lr": 0.1}, rule), {"lr": t(-1e-3, 2.0)}, BOUNDS)
     back = outer.from_json(rule, json.loads(json.dumps(outer.to_json(s))))
@@ -98,6 +98,104 @@ def test_adam_step_back_undoes_and_shrinks_its_learning_rate():
 
 
 def test_rules_by_name():
-    assert outer.get_rule("sign").name == "sign" and outer.get_rule("adam").name == "adam"
-    with pytest.raises(ValueError, match=r"outer_rule: got 'newton'; must be one of \['sign', 'adam'\]"):
+    assert [outer.get_rule(n).name for n in ("sign", "adam", "rprop", "normalised")] == ["sign", "adam", "rprop", "normalised"]
+    with pytest.raises(ValueError, match=r"outer_rule: got 'newton'; must be one of \['sign', 'adam', 'rprop', 'normalised'\]"):
         outer.get_rule("newton")
+
+
+# ---- iRprop- -------------------------------------------------------------------------------
+
+
+def test_rprop_grows_while_the_sign_repeats_and_is_bounded_above():
+    rule = outer.rprop_rule(eta_plus=2.0, max_factor=4.0)
+    s = state({"lr": [0.0]}, {"lr": 0.1}, rule)
+    values, steps = [], []
+    for _ in range(4):
+        s = rule.update(s, {"lr": t(-1.0)}, BOUNDS)
+        values.append(round(float(s.values["lr"]), 12))
+        steps.append(round(float(s.steps["lr"]), 12))
+    # first update: no previous sign, the initial step; then x2 each time, capped at 4 x 0.1
+    assert steps == [0.1, 0.2, 0.4, 0.4]
+    assert values == [0.1, 0.3, 0.7, 1.1]
+
+
+def test_rprop_shrinks_on_a_flip_skips_that_move_and_then_moves_again():
+    s = state({"lr": [0.0, 0.0]}, {"lr": 0.1}, RPROP)
+    s = RPROP.update(s, {"lr": t(-1.0, -1.0)}, BOUNDS)
+    s = RPROP.update(s, {"lr": t(-1.0, -1.0)}, BOUNDS)  # steps 0.15, values 0.25
+    s = RPROP.update(s, {"lr": t(-3.0, 2.0)}, BOUNDS)  # second value flips
+    torch.testing.assert_close(s.steps["lr"], t(0.225, 0.075))
+    torch.testing.assert_close(s.values["lr"], t(0.475, 0.25))  # the flipped value does not move
+    torch.testing.assert_close(s.prev_sign["lr"], t(-1.0, 0.0))
+    s = RPROP.update(s, {"lr": t(-1.0, 2.0)}, BOUNDS)  # after the reset: neither grows nor shrinks, moves
+    torch.testing.assert_close(s.steps["lr"], t(0.3375, 0.075))
+    torch.testing.assert_close(s.values["lr"], t(0.8125, 0.175))
+
+
+def test_rprop_step_is_bounded_below_and_values_by_bounds():
+    rule = outer.rprop_rule(eta_minus=0.1, min_factor=0.05)
+    s = state({"momentum": [0.95]}, {"momentum": 0.1}, rule)
+    s = rule.update(s, {"momentum": t(-1.0)}, BOUNDS)
+    torch.testing.assert_close(s.values["momentum"], t(0.99))  # clipped at the bound
+    for g in (1.0, -1.0, 1.0, -1.0):
+        s = rule.update(s, {"momentum": t(g)}, BOUNDS)
+    assert float(s.steps["momentum"]) == pytest.approx(0.005)  # 0.05 x 0.1, not 1e-4
+
+
+def test_rprop_converges_when_steps_shrink_below_five_percent():
+    s = state({"lr": [1.0]}, {"lr": 0.2}, RPROP)
+    assert not RPROP.converged(s)
+    signs = [-1.0, 1.0, 0.0, 1.0, -1.0, 0.0, -1.0, 1.0]  # flips shrink: 0.2 -> 0.1 -> 0.05 -> 0.025
+    for g in signs:
+        s = RPROP.update(s, {"lr": t(g)}, BOUNDS)
+    torch.testing.assert_close(s.steps["lr"], t(0.025))
+    assert RPROP.converged(s) and float(s.values["lr"]) > 0.5
+
+
+def test_rprop_step_back_resets_the_sign_memory():
+    s = state({"lr": [0.2]}, {"lr": 0.1}, RPROP)
+    s1 = RPROP.update(RPROP.update(s, {"lr": t(-1.0)}, BOUNDS), {"lr": t(-1.0)}, BOUNDS)
+    back = RPROP.step_back(s1)
+    torch.testing.assert_close(back.values["lr"], s1.prev_values["lr"])
+    torch.testing.assert_close(back.steps["lr"], t(0.075))
+    torch.testing.assert_close(back.prev_sign["lr"], t(0.0))
+
+
+# ---- normalised hypergradients ---------------------------------------------------------------
+
+
+def test_normalised_moves_in_proportion_to_the_hypergradient_within_a_kind():
+    s = state({"lr": [0.0, 0.0, 0.0], "momentum": [0.0]}, {"lr": 0.1, "momentum": 0.1}, NORM)
+    s = NORM.update(s, {"lr": t(-4.0, -1.0, 2.0), "momentum": t(-1e-6)}, BOUNDS)
+    torch.testing.assert_close(s.values["lr"], t(0.1, 0.025, 0.0))  # the third is clipped at 0
+    torch.testing.assert_close(s.values["momentum"], t(0.1))  # a lone value moves by its whole step
+
+
+def test_normalised_step_grows_on_agreement_shrinks_on_disagreement():
+    s = state({"lr": [1.0, 1.0]}, {"lr": 0.1}, NORM)
+    s = NORM.update(s, {"lr": t(-2.0, -1.0)}, BOUNDS)
+    s = NORM.update(s, {"lr": t(-1.0, 1.0)}, BOUNDS)  # directions (-1, -0.5) then (-1, 1): inner product 0.5 > 0, grow
+    torch.testing.assert_close(s.steps["lr"], t(0.15, 0.15))
+    torch.testing.assert_close(s.values["lr"], t(1.25, 0.9))
+    s = NORM.update(s, {"lr": t(1.0, -0.5)}, BOUNDS)  # opposite direction: shrink, and still move
+    torch.testing.assert_close(s.steps["lr"], t(0.075, 0.075))
+    torch.testing.assert_close(s.values["lr"], t(1.175, 0.9375))
+
+
+def test_normalised_steps_bounded_and_convergence():
+    rule = outer.normalised_rule(eta_plus=3.0, max_factor=5.0)
+    s = state({"lr": [0.0]}, {"lr": 0.1}, rule)
+    for _ in range(4):
+        s = rule.update(s, {"lr": t(-1.0)}, BOUNDS)
+    torch.testing.assert_close(s.steps["lr"], t(0.5))
+    assert not rule.converged(s)
+    for g in (1.0, -1.0, 1.0, -1.0, 1.0):  # 0.5 -> 0.015625 < 5% of the value
+        s = rule.update(s, {"lr": t(g)}, BOUNDS)
+    assert rule.converged(s)
+
+
+def test_normalised_zero_hypergradient_does_not_move():
+    s = state({"lr": [0.3, 0.2]}, {"lr": 0.1}, NORM)
+    s = NORM.update(s, {"lr": t(0.0, 0.0)}, BOUNDS)
+    torch.testing.assert_close(s.values["lr"], t(0.3, 0.2))
+    torch.testing.assert_close(s.steps["lr"], t(0.1, 0.1))
