@@ -150,7 +150,7 @@ def comparison_table(
     table.attrs.update(
         reference=reference, within=tuple(levels), best=best_final_accuracy(finals),
         levels={keys[m]: (m, lvl) for m, lvl in levels.items()}, epochs="plain" if plain else "run",
-        notes=_marker_notes(table, reference) + retrain_notes,
+        notes=_marker_notes(table, reference) + retrain_notes + _handover_notes(df),
     )
     return table
 
@@ -270,6 +270,25 @@ def _retrain_notes(df: pd.DataFrame) -> list[str]:
             parts.append("every retraining attempt failed (diverged or stalled): its test accuracy is a failed run's")
         if parts:
             notes.append(f"{run}: " + "; ".join(parts) + ".")
+    return notes
+
+
+def _handover_notes(df: pd.DataFrame) -> list[str]:
+    """One note per FDS run that handed over its incumbent where it differs from its last update
+    (``retrain_is_last`` false on its first retraining attempt, ``retrain_final`` "incumbent"), so
+    that the paper's choice (``final="last"``) and this one are never confused."""
+    if not {"retrain_is_last", "retrain_final", "incumbent_outer_step"} <= set(df.columns):
+        return []
+    notes = []
+    columns = [c for c in ("retrain_is_last", "retrain_final", "incumbent_outer_step", "retrain_attempts") if c in df.columns]
+    for run, r in pd.DataFrame({c: _last_reported(df, c) for c in columns}).iterrows():
+        attempts = r.get("retrain_attempts", np.nan)
+        first_attempt = pd.isna(attempts) or attempts == 1  # a fallback has its own note
+        if r["retrain_final"] == "incumbent" and not _missing(r["retrain_is_last"]) and not bool(r["retrain_is_last"]) and first_attempt:
+            notes.append(
+                f"{run}: FDS retrained its incumbent (the best validated schedule, from outer step {int(r['incumbent_outer_step'])}), "
+                "not its last update (the paper's choice, final=\"last\")."
+            )
     return notes
 
 

@@ -18,10 +18,12 @@ from .outer import OUTER_RULES
 from .problem import ProblemConfig
 from .validation import check, check_choice, check_int, check_kinds, check_number, check_optional, check_range, fail, is_int
 
-__all__ = ["FDSConfig", "PRESETS", "fds_config", "KINDS"]
+__all__ = ["FDSConfig", "PRESETS", "fds_config", "KINDS", "FINAL_CHOICES"]
 
 KINDS: tuple[str, ...] = sgd().hyper_names  # ("lr", "momentum", "weight_decay")
 PROBLEM_KEYS = tuple(f.name for f in dataclasses.fields(ProblemConfig))
+# What the final retraining trains: the best validated schedule an inner run used, or the last update (the paper's).
+FINAL_CHOICES: tuple[str, ...] = ("incumbent", "last")
 
 
 def _per_kind(**values):
@@ -48,6 +50,7 @@ class FDSConfig:
     epochs: tuple = (1, 5, 5, 5, 5, 5)  # epochs of each outer step's inner run (first short, as in the paper)
     retrain_epochs: int = 5  # final training from scratch on the full training set
     retrain_fallbacks: int = 2  # if retraining diverges or stalls: retrain this many evaluated schedules instead, best first
+    final: str = "incumbent"  # retrain the incumbent (best validated schedule); "last": the last update, as the paper
     grad_clamp: float | None = 3.0  # the paper clamps minibatch gradients to [-3, 3]
     group_size: int | None = None  # active columns batched per vmap (None: from a memory budget)
     # --- a label: the preset this config came from (None: built by hand); every result carries it ---
@@ -68,6 +71,7 @@ class FDSConfig:
         check("epochs", self.epochs, epochs_ok, "a non-empty list of ints >= 1 (epochs per outer step)")
         check_int("retrain_epochs", self.retrain_epochs, 0, rule="an int >= 0 (0: no retraining)")
         check_int("retrain_fallbacks", self.retrain_fallbacks, 0, rule="an int >= 0 (0: retrain the learned schedule only)")
+        check_choice("final", self.final, FINAL_CHOICES)
         check_optional("grad_clamp", self.grad_clamp, check_number, low=0, low_open=True, rule="a finite number > 0 or None")
         check_optional("group_size", self.group_size, check_int, 1, rule="an int >= 1 or None")
 

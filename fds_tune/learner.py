@@ -5,7 +5,11 @@ wraps it.  Each outer step draws a fresh network initialisation from ``(seed, ou
 step)`` (the final retraining from ``(seed, RETRAIN_DRAW)``), trains it
 for that step's horizon on the training set minus a validation split drawn
 again for that step, computes exact hypergradients with forward mode, and
-updates the shared values with the configured outer rule.  All randomness is
+updates the shared values with the configured outer rule.  Like every other
+method, it keeps an incumbent: the schedule an inner run used with the best
+validation accuracy so far (ties: the lower validation loss, then the earlier
+step), which the final retraining trains by default (``final="incumbent"``;
+``final="last"`` trains the last update, as the paper).  All randomness is
 derived from ``(seed, outer step)``, so the learner's whole state is the small,
 JSON-serialisable :meth:`FDSLearner.state_dict`.
 """
@@ -45,6 +49,7 @@ class FDSLearner:
         self.compute_s = 0.0
         self.history: list[dict[str, Any]] = []
         self.converged = False
+        self.incumbent: dict[str, Any] | None = None  # {"schedule", "val_acc", "val_loss", "outer_step"} of the best inner run
 
     # ---- state -----------------------------------------------------------------------
     @property
@@ -64,6 +69,7 @@ class FDSLearner:
             "compute_s": self.compute_s,
             "converged": self.converged,
             "history": self.history,
+            "incumbent": self.incumbent,
         }
 
     def load_state_dict(self, data: dict[str, Any]) -> None:
@@ -74,6 +80,7 @@ class FDSLearner:
         self.compute_s = float(data["compute_s"])
         self.converged = bool(data["converged"])
         self.history = list(data["history"])
+        self.incumbent = data.get("incumbent")  # absent from a checkpoint written before incumbents
 
     # ---- one outer step -------------------------------------------------------------
     def step(self) -> dict[str, Any]:
@@ -109,6 +116,9 @@ class FDSLearner:
             self.converged = self.rule.converged(self.state)
         steps_run = len(hg.run.train_losses)
         self.outer_step += 1
+        if not metrics["diverged"] and _better(metrics, self.incumbent):
+            self.incumbent = {"schedule": schedule.as_lists(), "val_acc": metrics["val_acc"], "val_loss": metrics["val_loss"],
+                              "outer_step": self.outer_step}
         self.inner_steps_total += steps_run
         self.epochs_total += steps_run / problem.steps_per_epoch(len(train_idx))
         step_time = time.perf_counter() - t0
@@ -127,17 +137,22 @@ class FDSLearner:
             "compute_s": self.compute_s,
             "step_time_s": step_time,
             "converged": self.converged,
+            "incumbent_schedule": None if self.incumbent is None else self.incumbent["schedule"],
+            "incumbent_val_acc": None if self.incumbent is None else self.incumbent["val_acc"],
+            "incumbent_outer_step": None if self.incumbent is None else self.incumbent["outer_step"],
         }
         self.history.append({k: result[k] for k in ("outer_step", "val_acc", "test_acc", "diverged", "schedule_used", "hypergrads")})
         return result
 
     # ---- final retraining -----------------------------------------------------------
     def retrain(self) -> dict[str, Any]:
-        """Train from scratch on the full training set with the learned schedule, stretched
+        """Train from scratch on the full training set with the handed-over schedule, stretched
         to ``retrain_epochs``, and evaluate on the test set.
 
-        The learned schedule comes from the last outer update, which no inner run has
-        tried.  If its retraining diverges (NaN/inf) or stalls (the train loss never
+        The handed-over schedule is the incumbent (``final="incumbent"``: the schedule of
+        the inner run with the best validation accuracy), or the last outer update
+        (``final="last"``, or no inner run finished), which no inner run has tried.
+        If its retraining diverges (NaN/inf) or stalls (the train loss never
         drops, see :attr:`~fds_tune.engine.TrainResult.stalled`), up to
         ``retrain_fallbacks`` schedules that inner runs did try are retrained instead,
         highest validation accuracy first.  The decision uses training losses only,
@@ -170,16 +185,22 @@ class FDSLearner:
             "retrain_diverged": failed,
             "retrain_schedule": schedule.as_lists(),
             "retrain_attempts": attempt,
+            "retrain_final": cfg.final,
+            "retrain_is_last": schedule.as_lists() == self.schedule.as_lists(),  # the last update, as the paper retrains
             "retrain_epochs": epochs,
             "epochs_total": self.epochs_total,
             "compute_s": self.compute_s,
         }
 
     def retrain_candidates(self) -> list[Schedule]:
-        """The learned schedule, then up to ``retrain_fallbacks`` distinct schedules that
-        inner runs tried without diverging, highest validation accuracy first."""
+        """The handed-over schedule (the incumbent, or the last update: see :meth:`retrain`), then up to
+        ``retrain_fallbacks`` other distinct schedules that inner runs tried without diverging, highest
+        validation accuracy first."""
         tried = sorted((h for h in self.history if not h["diverged"]), key=lambda h: -h["val_acc"])
-        out, seen = [self.schedule], [self.schedule.as_lists()]
+        first = self.schedule
+        if self.config.final == "incumbent" and self.incumbent is not None:
+            first = Schedule(self.incumbent["schedule"])
+        out, seen = [first], [first.as_lists()]
         for h in tried:
             if len(out) > self.config.retrain_fallbacks:
                 break
@@ -219,3 +240,10 @@ class FDSRun:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.learner.load_state_dict(state)
+
+
+def _better(metrics: Mapping[str, Any], incumbent: Mapping[str, Any] | None) -> bool:
+    """A finished inner run beats the incumbent: higher validation accuracy, or as high with a lower loss."""
+    if incumbent is None:
+        return True
+    return (metrics["val_acc"], -metrics["val_loss"]) > (incumbent["val_acc"], -incumbent["val_loss"])

@@ -165,6 +165,22 @@ def test_retrain_fallbacks_and_failures_are_never_silent(seeds_frame):
     )
 
 
+def test_an_incumbent_handed_over_instead_of_the_last_update_is_noted(seeds_frame):
+    df = seeds_frame()
+    n = len(df)
+    df["retrain_final"] = [None, "incumbent", None, "incumbent"] + [None] * (n - 4)
+    df["retrain_is_last"] = [None, False, None, True] + [None] * (n - 4)
+    df["incumbent_outer_step"] = pd.array([2, 3, 1, 1] + [None] * (n - 4), dtype="Int64")
+    markers = comparison_table(seeds_frame()).attrs["notes"]  # the markers' notes, the same without the columns
+    notes = comparison_table(df).attrs["notes"]
+    assert notes == markers + [
+        'fds/seed=0: FDS retrained its incumbent (the best validated schedule, from outer step 3), '
+        'not its last update (the paper\'s choice, final="last").'
+    ]
+    df["retrain_final"] = [None, "last", None, "last"] + [None] * (n - 4)  # the paper's choice: nothing to say
+    assert comparison_table(df).attrs["notes"] == markers
+
+
 @pytest.mark.e2e
 def test_comparison_table_on_real_results(df):
     t = comparison_table(df)

@@ -47,6 +47,7 @@ def test_paper_preset_matches_the_paper():
         ({"epochs": [1, 0]}, "epochs: got"),
         ({"retrain_epochs": -1}, "retrain_epochs: got -1"),
         ({"retrain_fallbacks": -1}, "retrain_fallbacks: got -1"),
+        ({"final": "best"}, r"final: got 'best'; must be one of \['incumbent', 'last'\]"),
         ({"grad_clamp": 0}, "grad_clamp: got 0"),
         ({"group_size": 0}, "group_size: got 0"),
     ],

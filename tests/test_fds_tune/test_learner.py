@@ -25,8 +25,11 @@ def test_state_dict_round_trip_continues_identically(problem):
     b = FDSLearner(cfg, problem)
     b.load_state_dict(saved)
     r_b = b.step()
-    for key in ("schedule", "hypergrads", "val_acc", "test_acc", "outer_step", "inner_steps_total"):
+    for key in ("schedule", "hypergrads", "val_acc", "test_acc", "outer_step", "inner_steps_total", "incumbent_schedule",
+                "incumbent_val_acc", "incumbent_outer_step"):
         assert r_a[key] == r_b[key], key
+    timing = ("compute_s",)  # wall-clock, never equal
+    assert {k: v for k, v in a.state_dict().items() if k not in timing} == {k: v for k, v in b.state_dict().items() if k not in timing}
 
 
 def test_outer_step_reports_and_counts(problem):
@@ -53,15 +56,49 @@ def test_divergence_steps_back_and_run_goes_on(problem):
     assert r2["outer_step"] == 2
 
 
-def test_learning_from_zero_on_digits():
-    """The digits preset, from lr = momentum = weight decay = 0, ends with a good retrained accuracy."""
+def test_learning_from_zero_on_digits_hands_over_the_best_validated_schedule():
+    """The digits preset, from lr = momentum = weight decay = 0, ends with a good retrained accuracy;
+    every step reports the incumbent (the best validation accuracy so far, ties to the lower loss,
+    then the earlier step), and the retraining trains it."""
     learner = FDSLearner(fds_config({"preset": "digits"}))
+    results = []
     while not learner.done:
-        learner.step()
+        results.append(learner.step())
+    for i, r in enumerate(results):
+        best = max((x for x in results[: i + 1] if not x["diverged"]), key=lambda x: (x["val_acc"], -x["val_loss"]))
+        assert (r["incumbent_schedule"], r["incumbent_val_acc"], r["incumbent_outer_step"]) == (
+            best["schedule_used"], best["val_acc"], best["outer_step"])
     out = learner.retrain()
     assert out["retrain_test_acc"] > 0.95 and not out["retrain_diverged"]
-    assert out["retrain_attempts"] == 1 and out["retrain_schedule"] == learner.schedule.as_lists()
+    assert out["retrain_attempts"] == 1 and out["retrain_schedule"] == results[-1]["incumbent_schedule"]
+    assert out["retrain_final"] == "incumbent"
+    assert out["retrain_is_last"] == (out["retrain_schedule"] == learner.schedule.as_lists())
     assert learner.schedule["lr"].min() > 0.05 and learner.schedule["momentum"][0] > 0.3
+
+
+def test_final_last_retrains_the_last_update(problem):
+    """``final="last"``: the paper's hand-over, the last update (which no inner run tried)."""
+    learner = _finished(problem, final="last")
+    assert learner.incumbent["schedule"] != learner.schedule.as_lists()  # from zero, the last update is untried
+    out = learner.retrain()
+    assert out["retrain_schedule"] == learner.schedule.as_lists() and out["retrain_is_last"]
+    assert out["retrain_attempts"] == 1 and out["retrain_final"] == "last"
+
+
+def test_the_incumbent_is_retrained_by_default_and_falls_back_like_the_last_update(problem):
+    learner = _finished(problem)
+    best = max(learner.history, key=lambda h: h["val_acc"])
+    out = learner.retrain()
+    assert out["retrain_schedule"] == learner.incumbent["schedule"] == best["schedule_used"] and not out["retrain_is_last"]
+    assert learner.retrain_candidates()[0].as_lists() == best["schedule_used"]
+    assert learner.retrain_candidates()[1].as_lists() not in ([best["schedule_used"]])  # a fallback is another schedule
+
+
+def test_an_all_diverged_run_has_no_incumbent_and_retrains_the_last_update(problem):
+    learner = FDSLearner(fds_config({**TINY, "epochs": [1], "init": {"lr": 1e12}}), problem)
+    r = learner.step()
+    assert r["diverged"] and r["incumbent_schedule"] is None and r["incumbent_val_acc"] is None
+    assert [c.as_lists() for c in learner.retrain_candidates()] == [learner.schedule.as_lists()]
 
 
 def _finished(problem, **overrides):
@@ -74,7 +111,7 @@ def _finished(problem, **overrides):
 def test_retraining_a_stalled_schedule_falls_back_to_the_best_evaluated_one(problem):
     """The last update is untried: when its retraining does not learn (here lr = 0, as a
     collapsed network would), the schedule with the best validation accuracy is retrained."""
-    learner = _finished(problem)
+    learner = _finished(problem, final="last")
     best = max(learner.history, key=lambda h: h["val_acc"])
     learner.state = learner.state._replace(values={**learner.state.values, "lr": torch.zeros(5, dtype=torch.float64)})
     epochs_before = learner.epochs_total
@@ -86,7 +123,7 @@ def test_retraining_a_stalled_schedule_falls_back_to_the_best_evaluated_one(prob
 
 
 def test_retraining_without_fallbacks_reports_the_failure(problem):
-    learner = _finished(problem, retrain_fallbacks=0)
+    learner = _finished(problem, retrain_fallbacks=0, final="last")
     learner.state = learner.state._replace(values={**learner.state.values, "lr": torch.full((5,), 1e12, dtype=torch.float64)})
     out = learner.retrain()
     assert out["retrain_attempts"] == 1 and out["retrain_diverged"]
