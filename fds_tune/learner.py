@@ -30,7 +30,25 @@ from .problem import RETRAIN_DRAW, Problem, cached_problem
 from .results import diverged_metrics, finite_or
 from .schedule import Schedule
 
-__all__ = ["FDSLearner", "FDSRun"]
+__all__ = ["FDSLearner", "FDSRun", "retrain_schedule"]
+
+
+def retrain_schedule(problem: Problem, schedule: Schedule, epochs: int, optimizer) -> dict[str, Any]:
+    """One hand-over: train ``problem``'s retraining initialisation on the full training set (the
+    batches every method's hand-over gets) for ``epochs`` epochs with ``schedule``.
+
+    Returns ``test_acc`` (chance when the run failed), ``failed`` (diverged or stalled: see
+    :attr:`~fds_tune.engine.TrainResult.stalled`) and ``epochs`` (the epochs actually trained).
+    """
+    steps_per_epoch = problem.steps_per_epoch(problem.n_train)
+    model, horizon = problem.model(RETRAIN_DRAW), epochs * steps_per_epoch
+    run = train(model, schedule, problem.steps(None, 0, horizon, handover=True), horizon=horizon, optimizer=optimizer)
+    failed = run.diverged or run.stalled
+    test_acc = diverged_metrics(problem.data.num_classes)["test_acc"]
+    if not failed:
+        fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
+        _, test_acc = fm.evaluate(fm.flatten(run.params), run.buffers, problem.test_batches())
+    return {"test_acc": test_acc, "failed": failed, "epochs": len(run.train_losses) / steps_per_epoch}
 
 
 class FDSLearner:
@@ -163,22 +181,12 @@ class FDSLearner:
         epochs = cfg.retrain_epochs
         if epochs == 0:  # retraining switched off: the last inner run's test accuracy stands
             return {}
-        steps_per_epoch = problem.steps_per_epoch(problem.n_train)
-        candidates = self.retrain_candidates()
-        for attempt, schedule in enumerate(candidates, start=1):
-            model = problem.model(RETRAIN_DRAW)
-            horizon = epochs * steps_per_epoch
-            batches = problem.steps(None, 0, horizon, handover=True)  # the hand-over every method gets
-            run = train(model, schedule, batches, horizon=horizon, optimizer=self.optimizer)
-            self.epochs_total += len(run.train_losses) / steps_per_epoch
-            failed = run.diverged or run.stalled
+        for attempt, schedule in enumerate(self.retrain_candidates(), start=1):
+            out = retrain_schedule(problem, schedule, epochs, self.optimizer)
+            self.epochs_total += out["epochs"]
+            failed, test_acc = out["failed"], out["test_acc"]
             if not failed:
                 break
-        if failed:
-            test_acc = diverged_metrics(problem.data.num_classes)["test_acc"]
-        else:
-            fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
-            _, test_acc = fm.evaluate(fm.flatten(run.params), run.buffers, problem.test_batches())
         self.compute_s += time.perf_counter() - t0
         return {
             "retrain_test_acc": test_acc,

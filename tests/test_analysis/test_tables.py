@@ -174,8 +174,8 @@ def test_an_incumbent_handed_over_instead_of_the_last_update_is_noted(seeds_fram
     markers = comparison_table(seeds_frame()).attrs["notes"]  # the markers' notes, the same without the columns
     notes = comparison_table(df).attrs["notes"]
     assert notes == markers + [
-        'fds/seed=0: FDS retrained its incumbent (the best validated schedule, from outer step 3), '
-        'not its last update (the paper\'s choice, final="last").'
+        'fds/seed=0: FDS retrained its incumbent (the best validated schedule, from outer step 3), not its last update '
+        '(the paper\'s choice, final="last").',
     ]
     df["retrain_final"] = [None, "last", None, "last"] + [None] * (n - 4)  # the paper's choice: nothing to say
     assert comparison_table(df).attrs["notes"] == markers
