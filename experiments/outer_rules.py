@@ -40,9 +40,9 @@ PROBLEMS = {
 }
 
 
-def load(name: str, keep: int | None) -> Dataset:
-    """The problem's dataset, its training set cut to ``keep`` images of a fixed permutation."""
-    data = load_dataset(fds_config(PROBLEMS[name][0] if name in PROBLEMS else {"preset": name}).dataset)
+def load(overrides: dict, keep: int | None) -> Dataset:
+    """The dataset of the FDS config ``overrides``, its training set cut to ``keep`` images of a fixed permutation."""
+    data = load_dataset(fds_config(overrides).dataset)
     if keep is None:
         return data
     idx = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))[:keep]
@@ -76,7 +76,7 @@ def main(out: str, problems=PROBLEMS, rules=tuple(OUTER_RULES), seeds=(0, 1, 2),
     (out / "runs").mkdir(parents=True, exist_ok=True)
     records = []
     for name, (overrides, keep) in problems.items():
-        data, calib = load(name, keep), out / f"plain_epoch_s_{name}.json"
+        data, calib = load(overrides, keep), out / f"plain_epoch_s_{name}.json"
         if not (resume and calib.exists()):  # compute in plain epochs: one calibration per problem, kept on resume
             calib.write_text(json.dumps(plain_epoch_seconds(Problem(fds_config(overrides).problem, dataset=data))))
         plain_epoch_s = json.loads(calib.read_text())

@@ -16,8 +16,9 @@ def problem():
     return Problem(fds_config(TINY).problem)
 
 
-def test_state_dict_round_trip_continues_identically(problem):
-    cfg = fds_config(TINY)
+@pytest.mark.parametrize("rule", ["sign", "adam", "rprop", "normalised"])
+def test_state_dict_round_trip_continues_identically(problem, rule):
+    cfg = fds_config({**TINY, "outer_rule": rule})
     a = FDSLearner(cfg, problem)
     a.step()
     saved = json.loads(json.dumps(a.state_dict()))  # exactly what a checkpoint holds

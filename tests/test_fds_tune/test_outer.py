@@ -199,3 +199,14 @@ def test_normalised_zero_hypergradient_does_not_move():
     s = NORM.update(s, {"lr": t(0.0, 0.0)}, BOUNDS)
     torch.testing.assert_close(s.values["lr"], t(0.3, 0.2))
     torch.testing.assert_close(s.steps["lr"], t(0.1, 0.1))
+
+
+def test_normalised_step_back_undoes_shrinks_and_forgets_the_direction():
+    s = state({"lr": [0.2, 0.4]}, {"lr": 0.1}, NORM)
+    s1 = NORM.update(s, {"lr": t(-1.0, -0.5)}, BOUNDS)
+    back = NORM.step_back(s1)
+    torch.testing.assert_close(back.values["lr"], t(0.2, 0.4))
+    torch.testing.assert_close(back.steps["lr"], t(0.05, 0.05))
+    torch.testing.assert_close(back.prev_dir["lr"], t(0.0, 0.0))
+    s2 = NORM.update(back, {"lr": t(1.0, 1.0)}, BOUNDS)  # no direction to compare with: the step stays
+    torch.testing.assert_close(s2.steps["lr"], t(0.05, 0.05))
