@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 import torch
 
 from .schedule import steps_per_value
-from .validation import check_choice
+from .validation import check_choice, check_number
 
 __all__ = [
     "OuterRule", "SignState", "AdamState", "RpropState", "NormalisedState", "sign_rule", "adam_rule", "rprop_rule",
@@ -137,6 +137,14 @@ def sign_rule() -> OuterRule:
     return OuterRule("sign", SignState, init, update, step_back, _below_fraction)
 
 
+def _check_adaptation(eta_plus: float, eta_minus: float, min_factor: float, max_factor: float) -> None:
+    """The growth/shrink factors and step bounds of :func:`rprop_rule` and :func:`normalised_rule`."""
+    check_number("eta_plus", eta_plus, low=1)
+    check_number("eta_minus", eta_minus, low=0, high=1, low_open=True, high_open=True)
+    check_number("min_factor", min_factor, low=0, high=1, low_open=True)
+    check_number("max_factor", max_factor, low=1)
+
+
 def rprop_rule(eta_plus: float = 1.5, eta_minus: float = 0.5, min_factor: float = 1e-3, max_factor: float = 10.0) -> OuterRule:
     """iRprop- on the normalised hypergradients' signs.
 
@@ -151,8 +159,9 @@ def rprop_rule(eta_plus: float = 1.5, eta_minus: float = 0.5, min_factor: float 
     split, so that comparison is noisy, and undoing costs a full inner run per mistake.
     iRprop- needs signs only, like the paper's rule.  ``eta_plus = 1.5`` (Rprop's usual
     1.2 is tuned for thousands of steps; FDS has 6-10): from zero with step ``s``, a value
-    reaches ``8 s`` in 5 outer steps, where the paper's rule needs 8.
+    reaches ``8 s`` in 4 outer steps (``13 s`` in 5), where the paper's rule needs 8.
     """
+    _check_adaptation(eta_plus, eta_minus, min_factor, max_factor)
 
     def init(values, step_sizes):
         vals, steps, zeros = _start(values, step_sizes)
@@ -179,13 +188,14 @@ def normalised_rule(eta_plus: float = 1.5, eta_minus: float = 0.5, min_factor: f
 
     Each kind ``k`` moves by ``-s_k g / max|g|``: its largest component moves by ``s_k``,
     the others in proportion to their hypergradients (the shape of the lr schedule that
-    the sign rule discards; the normalised hypergradients of one kind cover equally many
-    inner steps, so they are comparable).  ``s_k`` grows ``x eta_plus`` when the kind's
+    the sign rule discards; the normalised hypergradients of one kind are per inner step,
+    so they are comparable).  ``s_k`` grows ``x eta_plus`` when the kind's
     direction agrees with the last one (positive inner product), shrinks ``x eta_minus``
     when it disagrees, within ``[min_factor, max_factor]`` times its initial step.  Unlike
     :func:`rprop_rule` it still moves after a disagreement (with the shrunk step): a kind of
     one value is then the paper's sign rule with growing steps.
     """
+    _check_adaptation(eta_plus, eta_minus, min_factor, max_factor)
 
     def init(values, step_sizes):
         vals, steps, zeros = _start(values, step_sizes)

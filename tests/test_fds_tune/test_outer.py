@@ -210,3 +210,19 @@ def test_normalised_step_back_undoes_shrinks_and_forgets_the_direction():
     torch.testing.assert_close(back.prev_dir["lr"], t(0.0, 0.0))
     s2 = NORM.update(back, {"lr": t(1.0, 1.0)}, BOUNDS)  # no direction to compare with: the step stays
     torch.testing.assert_close(s2.steps["lr"], t(0.05, 0.05))
+
+
+@pytest.mark.parametrize("make", [outer.rprop_rule, outer.normalised_rule], ids=["rprop", "normalised"])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"eta_plus": 0.9}, "eta_plus: got 0.9; must be a finite number >= 1"),
+        ({"eta_minus": 1.0}, "eta_minus: got 1.0; must be a finite number > 0 and < 1"),
+        ({"eta_minus": 0}, "eta_minus: got 0; must be a finite number > 0 and < 1"),
+        ({"min_factor": 0.0}, "min_factor: got 0.0; must be a finite number > 0 and <= 1"),
+        ({"max_factor": 0.5}, "max_factor: got 0.5; must be a finite number >= 1"),
+    ],
+)
+def test_adaptation_parameters_are_validated(make, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make(**kwargs)
