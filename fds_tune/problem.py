@@ -85,7 +85,7 @@ class Problem:
         self.num_classes = spec.num_classes
         self.train_data = on_device(spec.train, self.device)
         self.test_data = on_device(spec.test, self.device)
-        check_model(self.model(0), next(iter(self.eval_batches(torch.arange(min(2, self.n_train), device=self.device), 2)))[0], spec.loss)
+        check_model(self.model(0), next(iter(self.eval_batches(torch.arange(min(2, self.n_train), device=self.device), 2))), spec.loss)
 
     @property
     def n_train(self) -> int:

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
+from torch.func import functional_call, grad, jvp
 
 from .data import augment_batch, epoch_batches, eval_batches, load_dataset, num_batches
 from .models import build_model
@@ -71,9 +72,12 @@ class ProblemSpec:
         check("test input shape", test.input_shape, test.input_shape == train.input_shape, f"{train.input_shape}, the training inputs' shape")
         classes = self.num_classes
         if self.metric == "accuracy":
+            for key, data in (("train", train), ("test", test)):
+                data.check_label_dtype(key)
             if classes is None:
-                check("num_classes", classes, isinstance(train, TensorData), "an int >= 2 for a Dataset (its labels are not read ahead)")
-                classes = int(max(train.y.max(), test.y.max())) + 1 if train.y.dtype == torch.int64 else 0
+                tensors = isinstance(train, TensorData) and isinstance(test, TensorData)
+                check("num_classes", classes, tensors, "an int >= 2 for a Dataset (its labels are not read ahead)")
+                classes = int(max(train.y.max(), test.y.max())) + 1
             check_int("num_classes", classes, 2)
             for key, data in (("train", train), ("test", test)):
                 data.check_labels(key, classes)
@@ -111,8 +115,10 @@ class TensorData:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x.shape[1:])
 
-    def check_labels(self, key: str, classes: int) -> None:
+    def check_label_dtype(self, key: str) -> None:
         check(f"{key} labels dtype", self.y.dtype, self.y.dtype == torch.int64, "an integer dtype (class indices) for metric 'accuracy'")
+
+    def check_labels(self, key: str, classes: int) -> None:
         span = (int(self.y.min()), int(self.y.max()))
         check(f"{key} labels", span, 0 <= span[0] and span[1] < classes, f"within [0, num_classes={classes})")
 
@@ -148,8 +154,10 @@ class SampleData:
         check(f"{self.key}[{i}] input dtype", x.dtype, x.is_floating_point(), "a floating-point dtype (convert it, e.g. x.float() / 255)")
         return x, y
 
-    def check_labels(self, key: str, classes: int) -> None:
+    def check_label_dtype(self, key: str) -> None:
         check(f"{key} labels dtype", self.label_dtype, not self.label_dtype.is_floating_point, "an integer dtype (class indices) for metric 'accuracy'")
+
+    def check_labels(self, key: str, classes: int) -> None:
         self.classes = classes  # each batch's labels are checked as it is read
 
     def to(self, device: torch.device) -> SampleData:
@@ -234,10 +242,12 @@ def builtin_problem(config) -> ProblemSpec:
     )
 
 
-def check_model(model: nn.Module, x: Tensor, loss: Callable) -> None:
+def check_model(model: nn.Module, batch: tuple[Tensor, Tensor], loss: Callable) -> None:
     """Refuse, naming the module and what to change, a network the functional step cannot train:
     one without floating-point parameters, or one whose ``forward`` changes its own state
-    (a buffer changed in place, an attribute set) other than BatchNorm's running statistics."""
+    (a buffer changed in place, an attribute set) other than BatchNorm's running statistics;
+    and a loss whose gradient forward mode cannot differentiate (``torch.func.jvp`` of ``grad``)."""
+    x, y = batch
     what = type(model).__name__
     params = list(model.named_parameters())
     check("model", what, bool(params), "a network with parameters to train (it has none)")
@@ -257,6 +267,16 @@ def check_model(model: nn.Module, x: Tensor, loss: Callable) -> None:
                 "a forward that changes no state: the functional step cannot follow state changed in forward; compute it from "
                 "the inputs, keep it in a parameter, or update it outside forward",
             )
+    probe.eval()  # running statistics, no dropout: only the loss's derivatives are probed here
+    params = {n: p.detach() for n, p in probe.named_parameters()}
+    try:
+        jvp(grad(lambda p: loss(functional_call(probe, p, (x,)), y)), (params,), ({n: torch.ones_like(p) for n, p in params.items()},))
+    except RuntimeError as err:
+        fail(
+            "loss", getattr(loss, "__name__", type(loss).__name__),
+            f"a loss forward mode can differentiate (torch.func.jvp of its gradient failed: {' '.join(str(err).split())[:200]}); "
+            "write it with plain tensor ops, e.g. ((out - y) ** 2).mean() instead of F.mse_loss",
+        )
 
 
 def _state(module: nn.Module) -> dict[str, Any]:
