@@ -31,6 +31,7 @@ ACTOR_NAMESPACE = "fds_tune"
 Factory = Callable[[], object] | str
 _REGISTRY: dict[str, Factory] = {}
 _PUBLISHED: set[str] = set()
+_HANDLES: list = []  # the driver holds the registry actor's handle: Ray ends an actor nobody holds
 
 
 def register_problem(name: str, factory: Factory) -> None:
@@ -140,4 +141,6 @@ def _actor_class():
 
 
 def _registry_actor():
-    return _actor_class().options(name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, get_if_exists=True).remote()
+    actor = _actor_class().options(name=ACTOR_NAME, namespace=ACTOR_NAMESPACE, get_if_exists=True).remote()
+    _HANDLES[:] = [actor]
+    return actor
