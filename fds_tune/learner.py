@@ -23,9 +23,9 @@ from .engine import hypergradients, train
 from .functional_model import val_test_metrics
 from .optim import resolve_optimizer
 from .problem import RETRAIN_DRAW, Problem, problem_for
-from .spec import ProblemSpec
 from .results import finite_or
 from .schedule import Schedule
+from .spec import ProblemSpec
 
 __all__ = ["FDSLearner", "FDSRun"]
 

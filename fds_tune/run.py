@@ -31,8 +31,8 @@ from .checkpoint import decode_tensors, encode_tensors
 from .functional_model import TrainState, val_test_metrics
 from .optim import sgd
 from .problem import RETRAIN_DRAW, Problem, ProblemConfig, problem_for
-from .spec import ProblemSpec
 from .results import EPOCHS, SECONDS
+from .spec import ProblemSpec
 
 __all__ = ["Run", "RunConfig", "TrainingRun", "run_to_end"]
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, grad, jvp
 
-from .data import augment_batch, epoch_batches, eval_batches, load_dataset, num_batches
+from .data import augment_batch, eval_batches, load_dataset, num_batches
 from .models import build_model
 from .validation import check, check_choice, check_int, fail
 
@@ -300,5 +300,5 @@ class _Same:
             return isinstance(a, Tensor) and isinstance(b, Tensor) and a.shape == b.shape and a.dtype == b.dtype and bool((a == b).all())
         try:
             return bool(a == b)
-        except Exception:  # an object without a usable ==: unchanged only if the very same
+        except (RuntimeError, TypeError, ValueError):  # no usable ==: unchanged only if the very same
             return a is b
