@@ -75,7 +75,7 @@ class Problem:
     """
 
     def __init__(self, config: ProblemConfig, spec: ProblemSpec | None = None):
-        check("spec", spec, spec is None or isinstance(spec, ProblemSpec), "a ProblemSpec or None")
+        check("spec", type(spec).__name__, spec is None or isinstance(spec, ProblemSpec), "a ProblemSpec or None")
         self.config = config
         self.device = resolve_device(config.device)
         if spec is None:
@@ -85,6 +85,8 @@ class Problem:
         self.num_classes = spec.num_classes
         self.train_data = on_device(spec.train, self.device)
         self.test_data = on_device(spec.test, self.device)
+        n = self.n_train - len(self.split(0)[1])
+        check("batch_size", config.batch_size, self.steps_per_epoch(n) > 0, f"<= the {n} training samples left after the validation split")
         check_model(self.model(0), next(iter(self.eval_batches(torch.arange(min(2, self.n_train), device=self.device), 2))), spec.loss)
 
     @property

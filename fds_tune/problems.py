@@ -30,7 +30,7 @@ ACTOR_NAME = "problems"
 ACTOR_NAMESPACE = "fds_tune"
 Factory = Callable[[], object] | str
 _REGISTRY: dict[str, Factory] = {}
-_PUBLISHED: set[str] = set()
+_PUBLISHED: dict[str, tuple[str, str]] = {}  # name -> the (node, job) of the Ray session it was published to
 _HANDLES: list = []  # the driver holds the registry actor's handle: Ray ends an actor nobody holds
 
 
@@ -43,7 +43,7 @@ def register_problem(name: str, factory: Factory) -> None:
     ok = callable(factory) or (isinstance(factory, str) and ":" in factory)
     check("factory", factory, ok, "a callable returning a ProblemSpec, or 'module:function'")
     _REGISTRY[name] = factory
-    _PUBLISHED.discard(name)
+    _PUBLISHED.pop(name, None)
     publish_problems()
 
 
@@ -54,14 +54,16 @@ def registered_problems() -> list[str]:
 
 def publish_problems() -> None:
     """Publish this process's registrations to the Ray cluster it is connected to (nothing without Ray)."""
-    pending = [n for n in _REGISTRY if n not in _PUBLISHED]
-    if not pending or not _ray_connected():
+    if not _REGISTRY or not _ray_connected():
         return
     from ray import cloudpickle, get
 
-    actor = _registry_actor()
-    get([actor.put.remote(n, cloudpickle.dumps(_REGISTRY[n])) for n in pending])
-    _PUBLISHED.update(pending)
+    session = _session()
+    pending = [n for n in _REGISTRY if _PUBLISHED.get(n) != session]  # a new Ray session knows none of them
+    if pending:
+        actor = _registry_actor()
+        get([actor.put.remote(n, cloudpickle.dumps(_REGISTRY[n])) for n in pending])
+        _PUBLISHED.update(dict.fromkeys(pending, session))
 
 
 def resolve_problem(name: str):
@@ -104,6 +106,13 @@ def _ray_connected() -> bool:
     return ray is not None and ray.is_initialized()
 
 
+def _session() -> tuple[str, str]:
+    from ray import get_runtime_context
+
+    context = get_runtime_context()
+    return context.get_node_id(), context.get_job_id()
+
+
 def _from_cluster(name: str):
     from ray import cloudpickle, get, get_actor
 
@@ -116,7 +125,7 @@ def _from_cluster(name: str):
         return None
     factory = cloudpickle.loads(blob)
     _REGISTRY[name] = factory
-    _PUBLISHED.add(name)
+    _PUBLISHED[name] = _session()
     return factory
 
 

@@ -101,8 +101,6 @@ class TensorData:
     """Inputs and targets held as tensors (the fast path: batches are slices)."""
 
     def __init__(self, key: str, x: Tensor, y: Tensor):
-        check(f"{key} inputs", type(x).__name__, isinstance(x, Tensor), "a tensor")
-        check(f"{key} targets", type(y).__name__, isinstance(y, Tensor), "a tensor")
         check(f"{key} inputs dtype", x.dtype, x.is_floating_point(), "a floating-point dtype (convert them, e.g. x.float() / 255)")
         check(f"{key} size", len(x) if x.dim() else 0, x.dim() > 0 and len(x) > 0, "at least one sample (the dataset is empty)")
         check(f"{key} targets", tuple(y.shape), y.dim() > 0 and len(y) == len(x), f"one target per input: {len(x)} of them")

@@ -311,7 +311,7 @@ def test_a_loss_forward_mode_cannot_differentiate_is_refused_with_the_way_round(
 def test_a_dataset_label_outside_the_classes_is_named_when_its_batch_is_read():
     labels = [int(v) for v in Y]
     labels[7] = 5
-    problem = Problem(ProblemConfig(device="cpu", batch_size=32), ProblemSpec(model=tiny_resnet, train=list(zip(X, labels)), test=(X, Y), num_classes=3))
+    problem = Problem(ProblemConfig(device="cpu", batch_size=30), ProblemSpec(model=tiny_resnet, train=list(zip(X, labels)), test=(X, Y), num_classes=3))
     with pytest.raises(ValueError, match=r"train\[7\] label: got 5; must be within \[0, num_classes=3\)"):
         list(problem.steps(None, 0, 1))
 
@@ -341,6 +341,21 @@ def test_an_unknown_problem_is_refused(name, match):
 def test_register_problem_refuses_bad_names_and_factories(args, match):
     with pytest.raises(ValueError, match=match):
         register_problem(*args)
+
+
+def test_a_problem_is_a_spec_or_a_problem():
+    from fds_tune.problem import problem_for
+
+    with pytest.raises(ValueError, match=r"problem: got 'tuple'; must be a Problem, a ProblemSpec or None"):
+        problem_for(ProblemConfig(device="cpu"), (X, Y))
+    with pytest.raises(ValueError, match=r"spec: got 'tuple'; must be a ProblemSpec or None"):
+        Problem(ProblemConfig(device="cpu"), (X, Y))
+
+
+@pytest.mark.parametrize("train", [(X, Y), list(zip(X, Y))])
+def test_a_batch_larger_than_the_training_split_is_refused(train):
+    with pytest.raises(ValueError, match=r"batch_size: got 31; must be <= the 30 training samples left after the validation split"):
+        Problem(ProblemConfig(device="cpu", batch_size=31), ProblemSpec(model=tiny_resnet, train=train, test=(X, Y), num_classes=3))
 
 
 def test_problem_config_refuses_an_empty_user_problem():
