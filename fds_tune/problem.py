@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -151,6 +151,11 @@ class Problem:
             draw = RETRAIN_DRAW - epoch if handover else epoch
             yield from self._epoch(idx, torch.Generator().manual_seed(self._seed(draw, 1)), skip, skip + take)
             epoch, skip, n = epoch + 1, 0, n - take
+
+    def replayable(self, idx: torch.Tensor | None, handover: bool = False) -> Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+        """``(first, n) -> the batches of global steps first .. first + n - 1`` (:meth:`steps`): a source an
+        engine can ask again for any steps it replays, getting the same batches."""
+        return functools.partial(self.steps, idx, handover=handover)
 
     def eval_batches(self, idx: torch.Tensor, batch_size: int = 1024):
         """Sequential batches of the training samples ``idx`` (re-iterable)."""

@@ -197,7 +197,7 @@ def test_a_dataset_read_from_npy_files_gives_the_batches_and_results_of_the_same
     for first, n, handover in ((0, 3, False), (5, 9, False), (2, 4, True)):  # across an epoch boundary; a hand-over
         a, b = list(disk.steps(idx, first, n, handover)), list(memory.steps(idx, first, n, handover))
         assert len(a) == n and all(torch.equal(p, q) for (xa, ya), (xb, yb) in zip(a, b) for p, q in ((xa, xb), (ya, yb)))
-        again = list(disk.steps(idx, first, n, handover))  # a replay of the same steps
+        again = list(disk.replayable(idx, handover)(first, n))  # a replay of the same steps
         assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, again))
     fds = {**TINY, "seed": 2}
     assert comparable(run_to_end(FDSRun(fds, problem=on_disk))) == comparable(run_to_end(FDSRun(fds, problem=make_problem())))
@@ -210,6 +210,17 @@ def test_a_dataset_read_from_npy_files_gives_the_batches_and_results_of_the_same
 
 def mse(out, target):
     return ((out - target) ** 2).mean()
+
+
+def test_an_augmented_dataset_gives_the_batches_of_the_same_tensors_from_any_step():
+    x, y = tensors(64, 6)
+    config = ProblemConfig(batch_size=8, device="cpu", seed=1)
+    samples = Problem(config, ProblemSpec(model=tiny_resnet, train=list(zip(x, y)), test=(x, y), num_classes=CLASSES, augment=True))
+    memory = Problem(config, ProblemSpec(model=tiny_resnet, train=(x, y), test=(x, y), num_classes=CLASSES, augment=True))
+    for first, n in ((0, 7), (3, 2), (6, 5)):  # from the start, within an epoch (skipped batches' draws taken), across epochs
+        a, b = list(samples.steps(None, first, n)), list(memory.steps(None, first, n))
+        assert len(a) == n and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert not torch.equal(a[0][0], x[: len(a[0][0])])  # augmented
 
 
 def test_a_regression_problem_reports_the_negated_loss_as_its_metric(one_torch_thread):
