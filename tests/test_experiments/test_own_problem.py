@@ -13,7 +13,7 @@ from fds_tune import Problem, ProblemConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 FACTORY = "tests.test_fds_tune.test_problem_user:make_problem"  # importable from the repository root, as Ray workers are
-TINY = ["--set", "epochs=[1]", "--set", "retrain_epochs=1", "--set", "batch_size=16", "--max-epochs", "1", "--budget", "2"]
+TINY = ["--set", "epochs=[1]", "--set", "retrain_epochs=1", "--set", "batch_size=16", "--max-epochs", "1", "--budget", "1", "--samples", "1"]
 
 
 @pytest.mark.e2e
