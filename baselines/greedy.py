@@ -199,8 +199,8 @@ class OnlineRun(TrainingRun):
 
     CONFIG: ClassVar[type[OnlineConfig]]
 
-    def __init__(self, config: Mapping[str, Any] | OnlineConfig, handover: bool = False):
-        super().__init__(config if isinstance(config, self.CONFIG) else self.CONFIG.from_dict(config), handover)
+    def __init__(self, config: Mapping[str, Any] | OnlineConfig, handover: bool = False, problem=None):
+        super().__init__(config if isinstance(config, self.CONFIG) else self.CONFIG.from_dict(config), handover, problem)
         self.optimizer = resolve_optimizer("sgd", self.config.grad_clamp)
         self.traj_sum: list[list[float]] = []  # per epoch, per kind: sum of the values used
         self.traj_count: list[int] = []  # per epoch: inner steps taken
@@ -257,8 +257,8 @@ class HDRun(OnlineRun):
     KIND = METHOD = "hd"
     CONFIG = HDConfig
 
-    def __init__(self, config, handover=False):
-        super().__init__(config, handover)
+    def __init__(self, config, handover=False, problem=None):
+        super().__init__(config, handover, problem)
         self.hd: HDState = hd_init(self.config.init)
 
     def steps_now(self) -> int:
@@ -268,7 +268,7 @@ class HDRun(OnlineRun):
         cfg = self.config
         res = hd_train(
             self.model, self.hd, batches, hyper_lr=cfg.hyper_lr, bounds=cfg.bounds, optimizer=self.optimizer, horizon=n,
-            start=self.state,
+            start=self.state, loss_fn=self.problem.loss,
         )
         self.state, self.hd = res.state, res.hd
         return res.values, {}, res.diverged
@@ -291,8 +291,8 @@ class GreedyRun(OnlineRun):
     KIND = METHOD = "greedy"
     CONFIG = GreedyConfig
 
-    def __init__(self, config, handover=False):
-        super().__init__(config, handover)
+    def __init__(self, config, handover=False, problem=None):
+        super().__init__(config, handover, problem)
         cfg = self.config
         if cfg.window is not None and cfg.window > self.horizon:
             fail("window", cfg.window, f"at most the run's {self.horizon} inner steps ({cfg.epochs} epochs x {self.steps_per_epoch} steps)")
@@ -316,7 +316,7 @@ class GreedyRun(OnlineRun):
         # Step indices restart at 0: the window's schedule spans the window (SGD ignores the index).
         hg = hypergradients(
             self.model, schedule, batches, self.val_hyper_batches, horizon=n, start=TrainState(params, buffers, opt_state, 0),
-            schedule_horizon=n, optimizer=self.optimizer, group_size=cfg.group_size,
+            schedule_horizon=n, optimizer=self.optimizer, group_size=cfg.group_size, loss_fn=self.problem.loss,
         )
         raw = {k: v.detach().cpu().to(torch.float64) for k, v in hg.items()}
         diverged = hg.diverged or not outer.finite(raw)

@@ -113,8 +113,8 @@ class ScheduleRun(TrainingRun):
     KIND = "schedule_run"
     METHOD = "schedule"
 
-    def __init__(self, config: Mapping[str, Any] | TrainableConfig, handover: bool = False):
-        super().__init__(config if isinstance(config, TrainableConfig) else TrainableConfig.from_dict(config), handover)
+    def __init__(self, config: Mapping[str, Any] | TrainableConfig, handover: bool = False, problem=None):
+        super().__init__(config if isinstance(config, TrainableConfig) else TrainableConfig.from_dict(config), handover, problem)
         self.schedule = Schedule(self.config.schedule)
         self.optimizer = resolve_optimizer("sgd", self.config.grad_clamp)
 
@@ -132,7 +132,10 @@ class ScheduleRun(TrainingRun):
         return self.steps_per_epoch
 
     def advance(self, batches, n):
-        run = train(self.model, self.schedule, batches, optimizer=self.optimizer, horizon=n, start=self.state, schedule_horizon=self.horizon)
+        run = train(
+            self.model, self.schedule, batches, optimizer=self.optimizer, horizon=n, start=self.state, schedule_horizon=self.horizon,
+            loss_fn=self.problem.loss,
+        )
         self.state = run.state
         return {"schedule": self.schedule.as_lists(), MODEL_BASED: self.config.model_based}, run.diverged
 

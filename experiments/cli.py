@@ -1,7 +1,7 @@
 """The ``fds-tune`` command line: a thin shell over :mod:`experiments.compare`.
 
     fds-tune compare --preset digits [--seeds K | --seed-list S ...] [--budget EPOCHS] [--methods fds bohb ...] [--range lr=0,0.3]
-                     [--gpus-per-trial SHARE] [--out DIR] [--resume]
+                     [--gpus-per-trial SHARE] [--out DIR] [--resume] [--problem mypkg.module:make_problem]
     fds-tune report DIR          # rebuild CSV, table and plots from DIR/ray without running anything
 
 Every error is one line on stderr, ``fds-tune: error: ...``, with exit status 2.
@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--range", action="append", default=[], type=_checked(_kind_range), metavar="KIND=LOW,HIGH", dest="ranges",
         help="black-box search range of one kind, e.g. lr=0,0.3 (default: the preset's; the paper's lr=0,1 momentum=0,0.99 weight_decay=0,0.003)",
+    )
+    c.add_argument(
+        "--problem", default=None, metavar="MODULE:FUNCTION",
+        help="your own problem: a function returning a fds_tune.ProblemSpec (importable here and on every Ray node); "
+        "every method trains it instead of the preset's data and network, with the preset's settings and budgets",
     )
     c.add_argument("--out", default=None, help="output directory (default: results/PRESET)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
@@ -142,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 address=args.address,
                 num_cpus=args.cpus,
                 gpus_per_trial=args.gpus_per_trial,
+                problem=args.problem,
             )
         else:
             write_report(args.out)

@@ -60,6 +60,7 @@ from baselines.greedy import SHARED_KEYS
 from fds_tune import PRESETS, FDSConfig, FDSTrainable, ProblemConfig, fds_config
 from fds_tune.cost import plain_epoch_seconds
 from fds_tune.problem import cached_problem
+from fds_tune.problems import resolve_problem
 from fds_tune.results import BLACK_BOX_METHODS, EPOCHS, GREEDY_METHODS, METHODS, METRIC, MODE, SECONDS
 from fds_tune.run import run_to_end
 from fds_tune.trainable import cpu_unless_given_a_gpu
@@ -315,6 +316,7 @@ def compare(
     address: str | None = None,
     num_cpus: int | None = None,
     gpus_per_trial: float | None = None,
+    problem: str | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the comparison and write results, table and plots under ``out``; returns their paths and the table.
@@ -327,9 +329,16 @@ def compare(
     (0, 1] on a cluster with GPUs (default 1: one trial per GPU); it must be None on
     a cluster without GPUs, where trials request 1 CPU only.  ``compute_s`` in the
     results is device-seconds of one trial's resources (see the module docstring).
+    ``problem``: a user's problem, ``"module:function"`` (a factory returning a
+    :class:`~fds_tune.ProblemSpec`, importable on every node), trained by every method instead of
+    the preset's dataset and network; the preset still gives FDS's settings and the budgets.
     """
     check_choice("preset", preset, COMPARE_PRESETS)
     overrides = dict(overrides or {})
+    if problem is not None:
+        check("problem", problem, isinstance(problem, str) and ":" in problem, "'module:function' (a factory returning a ProblemSpec)")
+        resolve_problem(problem)  # imports and checks it here, before any training
+        overrides["user_problem"] = problem
     # the comparison sets them: an override would be lost
     for key, how in (("preset", "preset=, --preset"), ("seed", "seeds=, --seeds or --seed-list"), ("bounds", "ranges=, --range")):
         check(f"overrides[{key!r}]", overrides.get(key), key not in overrides, f"absent (the comparison sets it through {how})")

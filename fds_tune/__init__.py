@@ -18,13 +18,15 @@ from .functional_model import FunctionalModel, TrainState
 from .learner import FDSLearner, FDSRun
 from .optim import Optimizer, adamw, clamped, sgd
 from .problem import Problem, ProblemConfig
+from .problems import publish_problems, register_problem
 from .run import Run, TrainingRun
 from .schedule import Schedule
+from .spec import ProblemSpec
 
 __all__ = [
     "FDSConfig", "FDSLearner", "FDSRun", "FDSTrainable", "FunctionalModel", "HyperGradients", "Optimizer", "PRESETS",
-    "Problem", "ProblemConfig", "Run", "RunTrainable", "Schedule", "TrainResult", "TrainState", "TrainingRun", "adamw",
-    "clamped", "fds_config", "hypergradients", "sgd", "train",
+    "Problem", "ProblemConfig", "ProblemSpec", "Run", "RunTrainable", "Schedule", "TrainResult", "TrainState", "TrainingRun", "adamw",
+    "clamped", "fds_config", "hypergradients", "publish_problems", "register_problem", "sgd", "train",
 ]
 
 

@@ -40,6 +40,7 @@ class FDSConfig:
     seed: int = 0
     data_root: str | None = None
     device: str = "auto"  # CUDA when the trial was given a GPU, else CPU
+    user_problem: str | None = None  # a registered problem name or "module:function" (fds_tune.problems); replaces dataset and model
     # --- the schedules FDS learns ---
     n_values: dict = _per_kind(lr=5, momentum=1, weight_decay=1)  # shared values per kind
     init: dict = _per_kind(lr=0.0, momentum=0.0, weight_decay=0.0)  # the paper learns from zero

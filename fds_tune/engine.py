@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
 from .functional_model import FunctionalModel, LossFn, TrainState
-from .loop import Batch, all_finite, inner_loop, run_length
+from .loop import Batch, all_finite, has_dropout, inner_loop, run_length, step_rng
 from .optim import Optimizer, resolve_optimizer
 from .schedule import Schedule, value_index
 from .validation import check_choice, check_int, check_optional
@@ -196,11 +196,12 @@ def train(
     schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon)
     names = opt.hyper_names
     hypers = [dict(zip(names, h.unbind(0))) for h in hyper_vectors(schedule, opt, span, state.step, horizon)]
+    stochastic = has_dropout(model)
 
     def step(t, x, y, theta, buffers, opt_state):
         # Plain reverse mode (one backward pass, no torch.func transform): as fast as a plain
         # nn.Module + torch.optim.SGD step (experiments/bench_plain.py); forward mode's step is make_step.
-        with torch.enable_grad():
+        with torch.enable_grad(), step_rng(state.step + t, theta.device, stochastic):
             leaf = theta.detach().requires_grad_(True)
             loss, stats = fm.loss(leaf, buffers, x, y)
             (g,) = torch.autograd.grad(loss, leaf)
@@ -305,6 +306,7 @@ class _Forward:
         self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
         self.n_columns = sum(self.sizes)
         self.step = make_step(fm, opt)
+        self.stochastic = has_dropout(fm.model)  # dropout: vmap draws one mask for all columns, seeded per step
         self._active_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # Columns whose chunk has started (since the run's first step), and each one's
@@ -377,12 +379,13 @@ class _Forward:
         def one_column(zt_j, zs_j, zh_j):
             return jvp(lambda th, st, hv: step(th, st, hv, *args), (theta, opt_state, hvec), (zt_j, zs_j, zh_j), has_aux=True)
 
-        batched = vmap(one_column, in_dims=(0, 0, 0), out_dims=(None, 0, None))
+        batched = vmap(one_column, in_dims=(0, 0, 0), out_dims=(None, 0, None), randomness="same" if self.stochastic else "error")
         primal = aux = None
         outs_t, outs_s = [], []
         try:
             for sl in self._groups(zt.shape[0]):
-                p, (t_theta, t_state), a = batched(zt[sl], tuple(z[sl] for z in zs), zh[sl])
+                with step_rng(args[-1], theta.device, self.stochastic):  # every group: the same masks
+                    p, (t_theta, t_state), a = batched(zt[sl], tuple(z[sl] for z in zs), zh[sl])
                 if primal is None:  # every group recomputes the same primal step; keep the first
                     primal, aux = p, a
                     self.fm.record_stats = False
@@ -398,7 +401,7 @@ class _Forward:
         """The reference way: one double-backward (Hessian-vector product) per active column."""
         fm, opt, names = self.fm, self.opt, self.opt.hyper_names
         buffers, x, y, t = args
-        with torch.enable_grad():
+        with torch.enable_grad(), step_rng(t, theta.device, self.stochastic):
             th = theta.detach().requires_grad_(True)
             loss, stats = fm.loss(th, buffers, x, y)
             (g,) = torch.autograd.grad(loss, th, create_graph=True)
@@ -423,8 +426,9 @@ class _Forward:
         """Mean validation loss over all samples (train-mode BatchNorm) and its gradient."""
         loss_grad = grad_and_value(self.fm.loss, has_aux=True)
         total, count, g_sum = 0.0, 0, torch.zeros_like(theta)
-        for x, y in val_batches:
-            g, (loss, _) = loss_grad(theta, buffers, x, y)
+        for i, (x, y) in enumerate(val_batches):
+            with step_rng(-1 - i, theta.device, self.stochastic):
+                g, (loss, _) = loss_grad(theta, buffers, x, y)
             n = len(y)
             g_sum = g_sum + n * g
             total += float(loss) * n

@@ -65,11 +65,16 @@ def _batch_norm_forward(self: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) 
 
 
 class FunctionalModel:
-    """Pure-function view of ``model``: ``loss(flat_params, buffers, x, y)``."""
+    """Pure-function view of ``model``: ``loss(flat_params, buffers, x, y)``.
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn):
+    ``metric``: what :meth:`evaluate` reports beside the loss, ``"accuracy"`` (argmax against
+    integer labels) or ``"loss"`` (regression: the negated mean loss, so that higher is better).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, metric: str = "accuracy"):
         self.model = model
         self.loss_fn = loss_fn
+        self.metric = metric
         named = list(model.named_parameters())
         if not named:
             raise ValueError("model: has no parameters to train")
@@ -181,7 +186,7 @@ class FunctionalModel:
     def evaluate(
         self, flat: torch.Tensor, buffers: dict[str, torch.Tensor], batches: Iterable[tuple[torch.Tensor, torch.Tensor]]
     ) -> tuple[float, float]:
-        """Eval-mode (running statistics) mean loss and accuracy over ``batches``."""
+        """Eval-mode (running statistics) mean loss and metric (accuracy, or -loss) over ``batches``."""
         was_training = {m: m.training for m in self.model.modules()}
         self.model.eval()
         params = self.unflatten(flat)
@@ -190,14 +195,14 @@ class FunctionalModel:
             for x, y in batches:
                 out = functional_call(self.model, self._with_aliases(params, buffers), (x,), tie_weights=False)
                 total_loss += float(self.loss_fn(out, y)) * len(y)
-                correct += int((out.argmax(-1) == y).sum())
+                correct += int((out.argmax(-1) == y).sum()) if self.metric == "accuracy" else 0
                 count += len(y)
         finally:
             for m, mode in was_training.items():
                 m.training = mode
         if count == 0:
             raise ValueError("evaluate: got no batches")
-        return total_loss / count, correct / count
+        return total_loss / count, (correct / count if self.metric == "accuracy" else -total_loss / count)
 
 
 def _aliases(model: nn.Module, unique, every) -> dict[str, str]:

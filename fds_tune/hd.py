@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
 from .functional_model import FunctionalModel, LossFn, TrainState
-from .loop import Batch, all_finite, inner_loop, run_length
+from .loop import Batch, all_finite, has_dropout, inner_loop, run_length, step_rng
 from .optim import Optimizer, resolve_optimizer
 from .validation import check_kinds
 
@@ -154,10 +154,12 @@ def hd_train(
     bounds = dict(bounds or {})
     grad_loss = grad_and_value(fm.loss, has_aux=True)
     values, hgrads = [], []
+    stochastic = has_dropout(model)
 
     def step(t, x, y, theta, buffers, carry):
         opt_state, hypers, direction = carry
-        g, (loss, stats) = grad_loss(theta, buffers, x, y)
+        with step_rng(start.step + t, theta.device, stochastic):
+            g, (loss, stats) = grad_loss(theta, buffers, x, y)
         if direction is None:  # a run's first step: nothing to adapt yet
             hgrads.append(torch.full((len(kinds),), math.nan, dtype=torch.float64))
         else:

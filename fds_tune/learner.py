@@ -24,11 +24,12 @@ import torch
 from . import outer
 from .config import FDSConfig, fds_config
 from .engine import hypergradients, train
-from .functional_model import FunctionalModel, val_test_metrics
+from .functional_model import val_test_metrics
 from .optim import resolve_optimizer
-from .problem import RETRAIN_DRAW, Problem, cached_problem
-from .results import diverged_metrics, finite_or
+from .problem import RETRAIN_DRAW, Problem, problem_for
+from .results import finite_or
 from .schedule import Schedule
+from .spec import ProblemSpec
 
 __all__ = ["FDSLearner", "FDSRun", "retrain_schedule"]
 
@@ -42,11 +43,12 @@ def retrain_schedule(problem: Problem, schedule: Schedule, epochs: int, optimize
     """
     steps_per_epoch = problem.steps_per_epoch(problem.n_train)
     model, horizon = problem.model(RETRAIN_DRAW), epochs * steps_per_epoch
-    run = train(model, schedule, problem.steps(None, 0, horizon, handover=True), horizon=horizon, optimizer=optimizer)
+    batches = problem.steps(None, 0, horizon, handover=True)  # the hand-over every method gets
+    run = train(model, schedule, batches, horizon=horizon, optimizer=optimizer, loss_fn=problem.loss)
     failed = run.diverged or run.stalled
-    test_acc = diverged_metrics(problem.data.num_classes)["test_acc"]
+    test_acc = problem.diverged_metrics()["test_acc"]
     if not failed:
-        fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
+        fm = problem.functional(model)
         _, test_acc = fm.evaluate(fm.flatten(run.params), run.buffers, problem.test_batches())
     return {"test_acc": test_acc, "failed": failed, "epochs": len(run.train_losses) / steps_per_epoch}
 
@@ -120,14 +122,15 @@ class FDSLearner:
             horizon=horizon,
             optimizer=self.optimizer,
             group_size=cfg.group_size,
+            loss_fn=problem.loss,
         )
-        fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
+        fm = problem.functional(model)
         raw = {k: v.detach().cpu().to(torch.float64) for k, v in hg.items()}
         metrics = None
         if not hg.diverged and outer.finite(raw):
             metrics = val_test_metrics(fm, hg.params, hg.buffers, problem.eval_batches(val_idx), problem.test_batches())
         if metrics is None:  # NaN/inf in training, the hypergradients or the validation loss
-            metrics = diverged_metrics(problem.data.num_classes)
+            metrics = problem.diverged_metrics()
             self.state = self.rule.step_back(self.state)
         else:
             self.state = self.rule.update(self.state, outer.normalise(raw, horizon), cfg.bounds)
@@ -224,9 +227,9 @@ class FDSRun:
 
     KIND = "fds"
 
-    def __init__(self, config: Mapping[str, Any] | FDSConfig, problem: Problem | None = None):
+    def __init__(self, config: Mapping[str, Any] | FDSConfig, problem: Problem | ProblemSpec | None = None):
         self.config = config if isinstance(config, FDSConfig) else fds_config(config)
-        self.learner = FDSLearner(self.config, problem if problem is not None else cached_problem(self.config.problem))
+        self.learner = FDSLearner(self.config, problem_for(self.config.problem, problem))
 
     @property
     def done(self) -> bool:

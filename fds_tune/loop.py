@@ -13,16 +13,18 @@ hyperparameters and their one-step direction (HD).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn as nn
 
 from .functional_model import FunctionalModel
 from .validation import check_int
 
-__all__ = ["Batch", "LoopEnd", "run_length", "take", "all_finite", "inner_loop", "CHECK_EVERY_ACCELERATOR"]
+__all__ = ["Batch", "LoopEnd", "run_length", "take", "all_finite", "inner_loop", "CHECK_EVERY_ACCELERATOR", "has_dropout", "step_rng", "step_seed"]
 
 CHECK_EVERY_ACCELERATOR = 50  # steps between divergence checks on a GPU (each check is one host sync)
 
@@ -61,6 +63,33 @@ def take(batches: Iterable[Batch], horizon: int) -> Iterator[tuple[int, Batch]]:
             yield t, next(it)
         except StopIteration:
             raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {t} batches") from None
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """``model`` holds a dropout layer (any ``nn.Dropout*``): its steps draw random masks."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+
+
+def step_seed(step: int) -> int:
+    """The seed of the random draws (dropout masks) of global inner step ``step`` (validation batch ``i``: ``-1 - i``)."""
+    return (0x5EED * 1_000_003 + step) % 2**63
+
+
+@contextlib.contextmanager
+def step_rng(step: int, device: torch.device, enabled: bool = True) -> Iterator[None]:
+    """Random ops inside draw from :func:`step_seed` of ``step``, and the global RNG is left as it was.
+
+    So a step's dropout masks are a function of its global index alone: the plain step, every
+    column group of forward mode (each recomputes the primal step, under ``vmap(randomness="same")``:
+    one mask for all columns), the reference way, and any replay of the step all see the same masks.
+    ``enabled=False`` (a network without dropout) costs nothing.
+    """
+    if not enabled:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(step_seed(step))
+        yield
 
 
 def all_finite(*tensors: torch.Tensor) -> bool:

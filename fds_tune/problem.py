@@ -1,24 +1,30 @@
-"""One training problem shared by FDS and every baseline: data, splits, network.
+"""One training problem shared by FDS and every baseline: data, splits, network, loss, metric.
 
 FDS, the black-box baselines and the greedy methods all train through a
 :class:`Problem`, so they see the same data splits, the same network
-initialisation and the same batches for the same seed.
+initialisation and the same batches for the same seed.  What is trained is a
+:class:`~fds_tune.spec.ProblemSpec`: a built-in dataset and network, or a user's own
+(``ProblemConfig.user_problem``, or a spec given directly).
 """
 from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from .data import DATASETS, Dataset, epoch_batches, eval_batches, load_dataset, num_batches, train_val_split
-from .models import MODELS, build_model
+from .data import DATASETS, epoch_batches, num_batches, train_val_split
+from .functional_model import FunctionalModel
+from .models import MODELS
+from .problems import resolve_problem
+from .results import DIVERGED_LOSS, diverged_metrics
+from .spec import ProblemSpec, TensorData, builtin_problem, check_model, on_device
 from .validation import check, check_choice, check_int, check_number, fail
 
-__all__ = ["ProblemConfig", "Problem", "resolve_device", "cached_problem", "RETRAIN_DRAW"]
+__all__ = ["ProblemConfig", "Problem", "resolve_device", "cached_problem", "problem_for", "RETRAIN_DRAW"]
 
 RETRAIN_DRAW = -1  # the draw of a final retraining (every method's hand-over): its initialisation and batch order
 
@@ -42,6 +48,9 @@ class ProblemConfig:
     seed: int = 0  # network initialisation, splits and batch order
     data_root: str | None = None  # where dataset files live (None: the loader's defaults)
     device: str = "auto"
+    # a user's problem: a name given to fds_tune.register_problem, or "module:function" (a factory
+    # returning a ProblemSpec, importable on every node); it replaces dataset, model and data_root
+    user_problem: str | None = None
 
     def __post_init__(self):
         check_choice("dataset", self.dataset, DATASETS)
@@ -53,20 +62,36 @@ class ProblemConfig:
             raise TypeError(f"data_root: got {self.data_root!r}; must be a path string or None")
         check("device", self.device, isinstance(self.device, str), "a string such as 'auto', 'cpu' or 'cuda'")
         resolve_device(self.device) if self.device != "auto" else None
+        ok = self.user_problem is None or (isinstance(self.user_problem, str) and bool(self.user_problem))
+        check("user_problem", self.user_problem, ok, "None, a registered problem name or 'module:function'")
 
 
 class Problem:
-    """Loaded data on the training device, seeded splits, batches and the network."""
+    """Data on the training device (or a Dataset read on the fly), seeded splits, batches, the network, loss and metric.
 
-    def __init__(self, config: ProblemConfig, dataset: Dataset | None = None):
+    ``spec`` is the problem itself (:class:`~fds_tune.spec.ProblemSpec`); by default it comes from
+    ``config``: ``config.user_problem`` (a registered name or ``"module:function"``, see
+    :func:`~fds_tune.problems.resolve_problem`), else the built-in ``config.dataset`` and ``config.model``.
+    """
+
+    def __init__(self, config: ProblemConfig, spec: ProblemSpec | None = None):
+        check("spec", type(spec).__name__, spec is None or isinstance(spec, ProblemSpec), "a ProblemSpec or None")
         self.config = config
         self.device = resolve_device(config.device)
-        data = dataset if dataset is not None else load_dataset(config.dataset, config.data_root)
-        self.data = data.to(self.device)
+        if spec is None:
+            spec = resolve_problem(config.user_problem) if config.user_problem is not None else builtin_problem(config)
+        self.spec = spec
+        self.loss = spec.loss
+        self.num_classes = spec.num_classes
+        self.train_data = on_device(spec.train, self.device)
+        self.test_data = on_device(spec.test, self.device)
+        n = self.n_train - len(self.split(0)[1])
+        check("batch_size", config.batch_size, self.steps_per_epoch(n) > 0, f"<= the {n} training samples left after the validation split")
+        check_model(self.model(0), next(iter(self.eval_batches(torch.arange(min(2, self.n_train), device=self.device), 2))), spec.loss)
 
     @property
     def n_train(self) -> int:
-        return len(self.data.y_train)
+        return len(self.train_data)
 
     def split(self, draw: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Train/validation indices for outer step (or draw) ``draw``; reproducible from the seed."""
@@ -85,17 +110,30 @@ class Problem:
         tuned to one initialisation.  A single-run method (a black-box trial, HD, greedy)
         trains draw 0, the initialisation of FDS's first outer step.
         """
-        seed = self._seed(draw, 2)
-        net = build_model(self.config.model, self.data.input_shape, self.data.num_classes, seed=seed % 2**32)
+        net = self.spec.build(self._seed(draw, 2) % 2**32)
         return net.to(device=self.device, dtype=dtype)
 
+    def functional(self, model: nn.Module) -> FunctionalModel:
+        """``model`` as the engine sees it, with this problem's loss and metric."""
+        return FunctionalModel(model, self.loss, metric=self.spec.metric)
+
+    def diverged_metrics(self) -> dict[str, float | bool]:
+        """The metrics a diverged run reports: chance accuracy, or the (negated) stand-in loss for metric "loss"."""
+        if self.spec.metric == "loss":
+            return {"val_acc": -DIVERGED_LOSS, "val_loss": DIVERGED_LOSS, "test_acc": -DIVERGED_LOSS, "diverged": True}
+        return diverged_metrics(self.num_classes)
+
     def train_batches(self, idx: torch.Tensor | None, epochs: int, draw: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Shuffled (and, for CIFAR-10, augmented) batches over ``epochs`` epochs of ``idx`` (None: all)."""
-        x, y = (self.data.x_train, self.data.y_train) if idx is None else (self.data.x_train[idx], self.data.y_train[idx])
+        """Shuffled (and, with ``augment``, augmented) batches over ``epochs`` epochs of ``idx`` (None: all)."""
         gen = torch.Generator().manual_seed(self._seed(draw, 1))
-        return itertools.chain.from_iterable(
-            epoch_batches(x, y, self.config.batch_size, gen, augment=self.data.augment) for _ in range(epochs)
-        )
+        return itertools.chain.from_iterable(self._epoch(idx, gen) for _ in range(epochs))
+
+    def _epoch(self, idx, gen, start: int = 0, stop: int | None = None):
+        data, bs, augment = self.train_data, self.config.batch_size, self.spec.augment
+        if isinstance(data, TensorData):  # the fast path: slices of tensors already on the device
+            x, y = (data.x, data.y) if idx is None else (data.x[idx], data.y[idx])
+            return itertools.islice(epoch_batches(x, y, bs, gen, augment=augment), start, stop)
+        return data.epoch(idx, bs, gen, augment, start, stop)
 
     def steps(self, idx: torch.Tensor | None, first: int, n: int, handover: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """The batches of global steps ``first .. first + n - 1`` of a run over ``idx`` (None: the
@@ -104,20 +142,28 @@ class Problem:
         Epoch ``e`` draws its order with ``draw=e`` (a search run), or ``draw=RETRAIN_DRAW - e``
         (a hand-over: the final retraining of every method), so that a run resumes at any step
         without replaying earlier epochs, and every method's hand-over sees the same batches.
+        The same arguments give the same batches, every time (a replay of steps sees what they saw).
         """
         steps_per_epoch = self.steps_per_epoch(self.n_train if idx is None else len(idx))
         epoch, skip = divmod(first, steps_per_epoch)
         while n > 0:
             take = min(n, steps_per_epoch - skip)
             draw = RETRAIN_DRAW - epoch if handover else epoch
-            yield from itertools.islice(self.train_batches(idx, 1, draw), skip, skip + take)
+            yield from self._epoch(idx, torch.Generator().manual_seed(self._seed(draw, 1)), skip, skip + take)
             epoch, skip, n = epoch + 1, 0, n - take
 
+    def replayable(self, idx: torch.Tensor | None, handover: bool = False) -> Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]]:
+        """``(first, n) -> the batches of global steps first .. first + n - 1`` (:meth:`steps`): a source an
+        engine can ask again for any steps it replays, getting the same batches."""
+        return functools.partial(self.steps, idx, handover=handover)
+
     def eval_batches(self, idx: torch.Tensor, batch_size: int = 1024):
-        return list(eval_batches(self.data.x_train[idx], self.data.y_train[idx], batch_size))
+        """Sequential batches of the training samples ``idx`` (re-iterable)."""
+        return self.train_data.sequential(idx, batch_size)
 
     def test_batches(self, batch_size: int = 1024):
-        return list(eval_batches(self.data.x_test, self.data.y_test, batch_size))
+        """Sequential batches of the test set (re-iterable)."""
+        return self.test_data.sequential(None, batch_size)
 
     def _seed(self, draw: int, stream: int) -> int:
         return (self.config.seed * 1_000_003 + draw * 7919 + stream) % (2**63 - 1)
@@ -133,3 +179,20 @@ def cached_problem(config: ProblemConfig) -> Problem:
     problem = Problem(config)
     torch.func.grad(lambda x: (x * x).sum())(torch.ones(1))
     return problem
+
+
+def problem_for(config: ProblemConfig, problem: Problem | ProblemSpec | None = None) -> Problem:
+    """The :class:`Problem` a run trains: ``problem`` itself, a :class:`~fds_tune.spec.ProblemSpec` with
+    ``config``'s seed, split, batch size and device (cached per process, like :func:`cached_problem`),
+    or, given None, ``cached_problem(config)``."""
+    if problem is None:
+        return cached_problem(config)
+    if isinstance(problem, Problem):
+        return problem
+    check("problem", type(problem).__name__, isinstance(problem, ProblemSpec), "a Problem, a ProblemSpec or None")
+    return _spec_problem(config, problem)
+
+
+@functools.lru_cache(maxsize=1)
+def _spec_problem(config: ProblemConfig, spec: ProblemSpec) -> Problem:
+    return Problem(config, spec)

@@ -26,13 +26,13 @@ from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 
 from .checkpoint import decode_tensors, encode_tensors
-from .functional_model import FunctionalModel, TrainState, val_test_metrics
+from .functional_model import TrainState, val_test_metrics
 from .optim import sgd
-from .problem import RETRAIN_DRAW, ProblemConfig, cached_problem
-from .results import EPOCHS, SECONDS, diverged_metrics
+from .problem import RETRAIN_DRAW, Problem, ProblemConfig, problem_for
+from .results import EPOCHS, SECONDS
+from .spec import ProblemSpec
 
 __all__ = ["Run", "RunConfig", "TrainingRun", "run_to_end"]
 
@@ -82,12 +82,12 @@ class TrainingRun:
     KIND: ClassVar[str]
     METHOD: ClassVar[str]  # the result's ``method`` unless the config says otherwise
 
-    def __init__(self, config: RunConfig, handover: bool = False):
+    def __init__(self, config: RunConfig, handover: bool = False, problem: Problem | ProblemSpec | None = None):
         self.config = config
         self.handover = handover
-        self.problem = cached_problem(config.problem)
+        self.problem = problem_for(config.problem, problem)  # None: the problem config.problem names
         self.model = self.problem.model(RETRAIN_DRAW if handover else 0)
-        self.fm = FunctionalModel(self.model, F.cross_entropy)
+        self.fm = self.problem.functional(self.model)
         split_train, self.val_idx = self.problem.split(0)
         self.train_idx = None if handover else split_train  # a hand-over trains on the full training set
         self.val_batches = [] if handover else self.problem.eval_batches(self.val_idx)  # a hand-over reports no validation
@@ -144,7 +144,7 @@ class TrainingRun:
             "method": getattr(self.config, "method", self.METHOD),
             "seed": self.config.problem.seed,
             "preset": self.config.preset,
-            **(metrics or diverged_metrics(self.problem.data.num_classes)),
+            **(metrics or self.problem.diverged_metrics()),
             EPOCHS: self.state.step / self.steps_per_epoch,
             SECONDS: self.compute_s,
             **extra,

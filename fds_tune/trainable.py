@@ -1,6 +1,8 @@
 """One Ray Tune shell for every run: :class:`RunTrainable`, and FDS's own, :class:`FDSTrainable`.
 
     tune.run(FDSTrainable, config={"preset": "digits"}, stop={"training_iteration": 3})
+    tune.run(tune.with_parameters(FDSTrainable, problem=my_spec), config={...})   # a user's ProblemSpec
+    tune.run(FDSTrainable, config={"user_problem": "mine", ...})                   # fds_tune.register_problem("mine", ...)
 
 A :class:`RunTrainable` holds one :class:`~fds_tune.run.Run` (``RUN(config)``) and
 only wires Ray's ``Trainable`` contract to it: ``step`` is the run's ``step``,
@@ -53,9 +55,11 @@ class RunTrainable(tune.Trainable):
 
     RUN: ClassVar[type]
 
-    def setup(self, config: dict[str, Any]) -> None:
+    def setup(self, config: dict[str, Any], problem: Any = None) -> None:
+        """``problem``: a :class:`~fds_tune.spec.ProblemSpec` (or Problem), from ``tune.with_parameters(..., problem=...)``;
+        None: the problem the config names (``user_problem``, or the built-in ``dataset`` and ``model``)."""
         to_cpu = cpu_unless_given_a_gpu(config, ray.get_gpu_ids() if self.is_actor() else None)
-        self.run = self.RUN({**config, "device": "cpu"} if to_cpu else config)
+        self.run = self.RUN({**config, "device": "cpu"} if to_cpu else config, **({} if problem is None else {"problem": problem}))
         # A checkpoint belongs to the config the trial asked for, whichever device this process could use.
         self.checkpoint_config = {**self.run.config_dict(), "device": "auto"} if to_cpu else self.run.config_dict()
         requested = self.trial_resources.required_resources if self.trial_resources is not None else None
