@@ -11,6 +11,7 @@ JSON-serialisable :meth:`FDSLearner.state_dict`.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,12 +22,27 @@ from . import outer
 from .config import FDSConfig, fds_config
 from .engine import hypergradients, train
 from .functional_model import FunctionalModel, val_test_metrics
+from .groups import param_groups
 from .optim import resolve_optimizer
 from .problem import RETRAIN_DRAW, Problem, cached_problem
 from .results import diverged_metrics, finite_or
 from .schedule import Schedule
 
-__all__ = ["FDSLearner", "FDSRun"]
+__all__ = ["FDSLearner", "FDSRun", "binned", "PER_STEP_POINTS"]
+
+PER_STEP_POINTS = 200  # per-step hypergradients are reported as means over at most this many bins of steps
+
+
+def nan_list(x: torch.Tensor) -> list:
+    """A tensor as a JSON-safe (nested) list, non-finite entries as NaN."""
+    x = x.detach().to(torch.float64).cpu()
+    return torch.where(torch.isfinite(x), x, float("nan")).tolist()
+
+
+def binned(per_step: torch.Tensor, width: int) -> list:
+    """Means of consecutive ``width``-step bins of per-step hypergradients (the last bin may be
+    shorter), as :func:`nan_list` (a list of rows, for a kind learned per group)."""
+    return nan_list(torch.stack([per_step[i : i + width].mean(0) for i in range(0, len(per_step), width)]))
 
 
 class FDSLearner:
@@ -35,7 +51,8 @@ class FDSLearner:
     def __init__(self, config: FDSConfig, problem: Problem | None = None):
         self.config = config
         self.problem = problem if problem is not None else Problem(config.problem)
-        init = {k: torch.full((config.n_values[k],), float(config.init[k]), dtype=torch.float64) for k in config.n_values}
+        rows = self.group_rows()
+        init = {k: torch.full(rows[k] + (config.n_values[k],), float(config.init[k]), dtype=torch.float64) for k in config.n_values}
         self.rule = outer.get_rule(config.outer_rule)
         self.optimizer = resolve_optimizer("sgd", config.grad_clamp)  # the paper's clamped SGD
         self.state = self.rule.init(init, config.step_size)
@@ -45,6 +62,15 @@ class FDSLearner:
         self.compute_s = 0.0
         self.history: list[dict[str, Any]] = []
         self.converged = False
+
+    def group_rows(self) -> dict[str, tuple[int, ...]]:
+        """Per kind, ``()`` for one row of values, or ``(groups,)`` for a kind learned per parameter group."""
+        cfg = self.config
+        if not cfg.group_kinds:
+            return {k: () for k in cfg.n_values}
+        fm = FunctionalModel(self.problem.model(0), torch.nn.functional.cross_entropy)
+        names, _ = param_groups(fm.names, fm.numels, cfg.param_groups)
+        return {k: (len(names),) if k in cfg.group_kinds else () for k in cfg.n_values}
 
     # ---- state -----------------------------------------------------------------------
     @property
@@ -87,14 +113,19 @@ class FDSLearner:
         horizon = epochs * problem.steps_per_epoch(len(train_idx))
         model = problem.model(draw)  # a fresh initialisation per outer step
         schedule = self.schedule
+        def source(first: int, n: int):  # replayable: reverse mode replays segments of the run
+            return itertools.islice(problem.train_batches(train_idx, epochs, draw), first, first + n)
+
         hg = hypergradients(
             model,
             schedule,
-            problem.train_batches(train_idx, epochs, draw),
+            source,
             problem.eval_batches(val_idx, cfg.batch_size),
             horizon=horizon,
             optimizer=self.optimizer,
             group_size=cfg.group_size,
+            mode=cfg.engine_mode,
+            groups=cfg.param_groups,
         )
         fm = FunctionalModel(model, torch.nn.functional.cross_entropy)
         raw = {k: v.detach().cpu().to(torch.float64) for k, v in hg.items()}
@@ -118,7 +149,7 @@ class FDSLearner:
             "hypergrad_val_loss": finite_or(hg.val_loss, float("nan")),
             "schedule_used": schedule.as_lists(),
             "schedule": self.schedule.as_lists(),
-            "hypergrads": {k: [finite_or(x, float("nan")) for x in v.tolist()] for k, v in raw.items()},
+            "hypergrads": {k: nan_list(v) for k, v in raw.items()},
             "step_sizes": {k: v.tolist() for k, v in self.state.steps.items()},
             "outer_step": self.outer_step,
             "inner_steps": steps_run,
@@ -127,7 +158,12 @@ class FDSLearner:
             "compute_s": self.compute_s,
             "step_time_s": step_time,
             "converged": self.converged,
+            "engine_mode": hg.mode,
         }
+        if hg.per_step is not None:  # reverse mode: where in the run each kind mattered
+            width = max(1, -(-horizon // PER_STEP_POINTS))
+            result["per_step_hypergrads"] = {k: binned(v, width) for k, v in hg.per_step.items()}
+            result["per_step_bin"] = width
         self.history.append({k: result[k] for k in ("outer_step", "val_acc", "test_acc", "diverged", "schedule_used", "hypergrads")})
         return result
 
@@ -154,7 +190,7 @@ class FDSLearner:
             model = problem.model(RETRAIN_DRAW)
             horizon = epochs * steps_per_epoch
             batches = problem.steps(None, 0, horizon, handover=True)  # the hand-over every method gets
-            run = train(model, schedule, batches, horizon=horizon, optimizer=self.optimizer)
+            run = train(model, schedule, batches, horizon=horizon, optimizer=self.optimizer, groups=cfg.param_groups)
             self.epochs_total += len(run.train_losses) / steps_per_epoch
             failed = run.diverged or run.stalled
             if not failed:
