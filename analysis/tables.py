@@ -35,6 +35,7 @@ __all__ = ["comparison_table", "format_table", "to_markdown", "to_latex", "TABLE
 # "_bound", "_pairs" and "_seeds" (of a speedup).
 TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "runs": ("Runs", "int"),
+    "engine": ("Engine", "text"),
     "best_val_acc": ("Best val. acc. (%)", "pct"),
     "test_acc": ("Test acc. (%)", "pct"),
     "regret": ("Regret (points)", "pct"),
@@ -67,6 +68,8 @@ def comparison_table(
     Columns:
 
     * ``runs``: number of runs (seeds);
+    * ``engine`` (only when some run reports ``engine_mode``): the hypergradient engine the
+      method's runs used (``forward`` or ``reverse``; several, comma-separated, if they differ);
     * ``best_val_acc``: highest validation accuracy the run reported;
     * ``test_acc``: test accuracy of the run's final choice (see
       :mod:`analysis.curves`: the best result by validation, or the
@@ -118,6 +121,9 @@ def comparison_table(
 
     runs = finals.groupby("method", sort=False)
     table = pd.DataFrame({"runs": runs.size()})
+    if "engine_mode" in df.columns:
+        modes = df.dropna(subset=["engine_mode"]).groupby("method", sort=False)["engine_mode"].unique()
+        table["engine"] = pd.Series({m: ", ".join(sorted(map(str, v))) for m, v in modes.items()}, dtype=object)
     for col in ("best_val_acc", "test_acc", "regret", "device_hours", "epochs", "budget", "trials_or_steps", "model_based", "retrain_attempts"):
         if col in finals.columns:
             table[col] = runs[col].mean()
@@ -329,6 +335,8 @@ def _cell(table: pd.DataFrame, method, col: str, kind: str) -> str:
         return table.at[method, col + suffix] if col + suffix in table.columns else None
 
     mean, std = table.at[method, col], get("_std")
+    if kind == "text":
+        return "—" if _missing(mean) else str(mean)
     if kind == "speedup":
         bound, pairs, seeds = get("_bound"), get("_pairs"), get("_seeds")
         if bound == NOT_REACHED:

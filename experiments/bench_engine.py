@@ -124,7 +124,7 @@ def profile(net, horizon, device, top=15):
     from torch.profiler import profile as torch_profile
 
     batches = make_batches(net, horizon, 128, device)
-    run = fds_steps(net, device, "forward")
+    run = fds_steps(net, device, "vmap")
     run(batches[:2], batches[:1])  # warm-up
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with torch_profile(activities=activities) as prof:
@@ -150,8 +150,8 @@ def _peak_rss_mb() -> float:
 def bench(net, horizon, rounds, device, memory_horizons, group_sizes=()):
     batches = make_batches(net, horizon, 128, device)
     val = batches[:1]
-    runners = {"a": plain_steps(net, device), "b": fds_steps(net, device, "forward"), "c": fds_steps(net, device, "reverse")}
-    runners.update({g: fds_steps(net, device, "forward", g) for g in group_sizes})
+    runners = {"a": plain_steps(net, device), "b": fds_steps(net, device, "vmap"), "c": fds_steps(net, device, "per_column")}
+    runners.update({g: fds_steps(net, device, "vmap", g) for g in group_sizes})
     t = interleaved(runners, batches, val, rounds, device)
     a, b, c = t["a"], t["b"], t["c"]
     avg_active = sum(sum(v.numel() * i // horizon + 1 for v in SCHEDULE.values()) for i in range(horizon)) / horizon
@@ -164,12 +164,12 @@ def bench(net, horizon, rounds, device, memory_horizons, group_sizes=()):
     model = build_model(net, NETS[net][1], 10)
     print(f"    default group size: {default_group_size(model, batches[0][0].cpu(), sum(v.numel() for v in SCHEDULE.values()))} columns")
     for h in memory_horizons:
-        mp, mf, mr = (peak_memory(net, h, m, device) for m in ("plain", "forward", "reverse"))
+        mp, mf, mr = (peak_memory(net, h, m, device) for m in ("plain", "vmap", "per_column"))
         print(f"peak memory, horizon {h:5d}: (a) {_mb(mp)}  (b) {_mb(mf)}  (c) {_mb(mr)}  (b)/(c) RSS = {mf['rss_mb'] / mr['rss_mb']:.2f}")
     for g in group_sizes:
         line = f"(b) with group size {g}: {1e3 * t[g]:8.1f} ms/step  (b)/(c) = {t[g] / c:.3f}"
         if memory_horizons:  # peak memory at the last horizon measured above
-            mg = peak_memory(net, memory_horizons[-1], "forward", device, g)
+            mg = peak_memory(net, memory_horizons[-1], "vmap", device, g)
             line += f"   peak memory, horizon {memory_horizons[-1]}: {_mb(mg)}  (b)/(c) RSS = {mg['rss_mb'] / mr['rss_mb']:.2f}"
         print(line)
 

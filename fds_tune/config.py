@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .engine import MODES
 from .optim import sgd
 from .outer import OUTER_RULES
 from .problem import ProblemConfig
@@ -54,6 +55,10 @@ class FDSConfig:
     final: str = "incumbent"  # retrain the incumbent (best validated schedule); "last": the last update, as the paper
     grad_clamp: float | None = 3.0  # the paper clamps minibatch gradients to [-3, 3]
     group_size: int | None = None  # active columns batched per vmap (None: from a memory budget)
+    # --- the engine: forward mode is the paper's way; reverse mode costs the same whatever the columns ---
+    engine_mode: str = "forward"  # "forward", "reverse" or "auto" (fds_tune.engine.MODES)
+    param_groups: dict | str | None = None  # parameter groups: "layers" or {name: [name patterns]} (fds_tune.groups)
+    group_kinds: tuple = ()  # kinds learned per parameter group (each gets a row of n_values per group)
     # --- a label: the preset this config came from (None: built by hand); every result carries it ---
     preset: str | None = None
 
@@ -75,6 +80,15 @@ class FDSConfig:
         check_choice("final", self.final, FINAL_CHOICES)
         check_optional("grad_clamp", self.grad_clamp, check_number, low=0, low_open=True, rule="a finite number > 0 or None")
         check_optional("group_size", self.group_size, check_int, 1, rule="an int >= 1 or None")
+        check_choice("engine_mode", self.engine_mode, MODES)
+        groups_ok = self.param_groups in (None, "layers") or (
+            isinstance(self.param_groups, dict) and bool(self.param_groups)
+            and all(isinstance(v, (list, tuple)) and v and all(isinstance(p, str) for p in v) for v in self.param_groups.values())
+        )
+        check("param_groups", self.param_groups, groups_ok, "None, 'layers' or {group name: [parameter-name patterns]}")
+        kinds_ok = isinstance(self.group_kinds, (tuple, list)) and set(self.group_kinds) <= set(KINDS)
+        check("group_kinds", self.group_kinds, kinds_ok and len(set(self.group_kinds)) == len(self.group_kinds), f"distinct kinds from {list(KINDS)}")
+        check("group_kinds", self.group_kinds, not self.group_kinds or self.param_groups is not None, "empty unless param_groups is set")
 
     @property
     def problem(self) -> ProblemConfig:
@@ -88,6 +102,7 @@ class FDSConfig:
         d = dataclasses.asdict(self)
         d["epochs"] = list(self.epochs)
         d["bounds"] = {k: list(v) for k, v in self.bounds.items()}
+        d["group_kinds"] = list(self.group_kinds)
         return d
 
 
@@ -131,7 +146,7 @@ def fds_config(config: Mapping | None = None) -> FDSConfig:
         current = getattr(base, key)
         if isinstance(current, dict):
             value = {**current, **check_kinds(key, value, KINDS, exact=False)}
-        elif key == "epochs" and isinstance(value, list):
+        elif key in ("epochs", "group_kinds") and isinstance(value, list):
             value = tuple(value)
         fields[key] = value
     if "bounds" in fields:

@@ -1,28 +1,34 @@
-"""FDS: exact forward-mode hypergradients with shared hyperparameters.
+"""FDS: exact hypergradients with shared hyperparameters, in forward or reverse mode.
 
 Inner optimizer (any :class:`~fds_tune.optim.Optimizer`; SGD shown)::
 
     v_{t+1}     = mu_t v_t + (clamp(g_t) + beta_t theta_t)
     theta_{t+1} = theta_t - eta_t v_{t+1}
 
-Each hyperparameter kind ``k`` has ``n_k`` shared values; step ``t`` of ``T``
-uses value ``floor(n_k t / T)``.  For every shared value (a *column*) we carry
-the tangents ``dtheta_t/dlambda`` and ``dstate_t/dlambda`` forward.  One inner
-step maps ``(theta, state, h) -> (theta', state')``; its tangent is obtained
-generically by ``torch.func.jvp`` of that pure step (forward-over-reverse, since
-the step calls ``torch.func.grad``), batched over columns with ``vmap``.  The
-clamp is differentiated exactly: its tangent is ``mask * (H Z)``.
+Each hyperparameter kind ``k`` has ``n_k`` shared values (per parameter group, if
+the kind is given per group: :mod:`fds_tune.groups`); step ``t`` of ``T`` uses value
+``floor(n_k t / T)``.  Every shared value is a *column*.  The objective is the
+validation loss of the final weights, ``L_val(theta_T)``.  Two exact ways:
 
-Columns whose chunk has not started have zero tangents and are skipped, so the
-work per step is proportional to the number of *active* columns.  Memory is
-``O(P * n)`` (the tangents), independent of the horizon.  Active columns are
-processed in groups of bounded size: activation memory grows with the group,
-and the primal step is recomputed once per group.
+**Forward mode** (``mode="forward"``, the paper's way).  For every column we carry
+the tangents ``dtheta_t/dlambda`` and ``dstate_t/dlambda`` forward.  One inner step
+maps ``(theta, state, h) -> (theta', state')``; its tangent is ``torch.func.jvp`` of
+that pure step (forward-over-reverse, since the step calls ``torch.func.grad``),
+batched over columns with ``vmap``.  Columns whose chunk has not started have zero
+tangents and are skipped, so the work per step grows with the number of *active*
+columns.  Memory is ``O(P * n)`` (the tangents), independent of the horizon.
 
-The hypergradient is ``grad_theta L_val(theta_T) . Z_T``.  The validation loss
-uses train-mode BatchNorm on each validation batch (batch statistics, as the
-paper's code does), so that it is the exact function differentiated; running
-statistics are used only for evaluation (accuracy).
+**Reverse mode** (``mode="reverse"``, :mod:`fds_tune.reverse`).  Train once storing
+the states (or checkpoints of them), then sweep backward carrying the adjoint of the
+state.  Per step the cost is one Hessian-vector product, whatever the number of
+columns, and the sweep yields the hypergradient of every single step
+(``HyperGradients.per_step``).  Memory grows with the states stored
+(``O((T/s + s) P)`` with a checkpoint every ``s`` steps).
+
+The clamp is differentiated exactly in both (its derivative is the mask where it
+does not bind).  The validation loss uses train-mode BatchNorm on each validation
+batch (batch statistics, as the paper's code does), so that it is the exact function
+differentiated; running statistics are used only for evaluation (accuracy).
 """
 from __future__ import annotations
 
@@ -35,18 +41,30 @@ import torch.nn.functional as F
 from torch.func import grad_and_value, jvp, vmap
 
 from .functional_model import FunctionalModel, LossFn, TrainState
-from .loop import Batch, all_finite, has_dropout, inner_loop, run_length, step_rng
+from .groups import GroupSpec, HyperLayout, columns_by_kind, param_groups
+from .loop import (
+    Batch, BatchSource, all_finite, has_dropout, inner_loop, plain_step, replayable, run_length, step_rng, validation_gradient,
+)
 from .optim import Optimizer, resolve_optimizer
+from .reverse import Reverse, default_checkpoint_every
 from .schedule import Schedule, value_index
-from .validation import check_choice, check_int, check_optional
+from .validation import check_choice, check_int, check_optional, fail
 
 __all__ = [
-    "hypergradients", "train", "HyperGradients", "TrainResult", "default_group_size", "make_step", "hyper_vectors", "METHODS",
+    "hypergradients", "train", "HyperGradients", "TrainResult", "default_group_size", "make_step", "hyper_vectors",
+    "MODES", "TANGENT_METHODS", "choose_mode",
 ]
 
-METHODS = ("forward", "reverse")
-DEFAULT_MEMORY_BUDGET = 1024**3  # bytes of extra activation memory for batched columns
+MODES = ("forward", "reverse", "auto")
+TANGENT_METHODS = ("vmap", "per_column")  # forward mode's batched jvp, and the slow per-column double-backward reference
+DEFAULT_MEMORY_BUDGET = 1024**3  # bytes of extra activation memory for forward mode's batched columns
+DEFAULT_CHECKPOINT_BUDGET = 2 * 1024**3  # bytes of stored states for reverse mode (every step stored when it fits)
 STALL_RATIO = 0.95  # a run stalled when its final train loss stays above 95% of its first
+# Costs in plain training steps, measured with experiments/bench_reverse.py (LeNet, CPU): forward mode
+# pays about one step plus FORWARD_PER_COLUMN per active column; reverse mode one step forward, one
+# Hessian-vector product back (REVERSE_SWEEP) and, with checkpoints, one recomputed step.
+FORWARD_PER_COLUMN = 1.0
+REVERSE_SWEEP = 2.5
 
 
 @dataclass
@@ -82,17 +100,24 @@ class TrainResult:
 
 @dataclass
 class HyperGradients(Mapping[str, torch.Tensor]):
-    """d L_val(theta_T) / d (shared value), per hyperparameter kind (1-D tensors).
+    """d L_val(theta_T) / d (shared value), per hyperparameter kind: a 1-D tensor, or a
+    ``(groups, values)`` tensor for a kind given per parameter group.
 
     Also carries the trained state, the validation loss and the train losses.
     ``diverged`` is True when a loss, the weights or a hypergradient became
-    non-finite; the run then stopped early and the gradients are NaN.
+    non-finite; the run then stopped early and the gradients are NaN.  ``mode`` says
+    which engine ran (``"forward"`` or ``"reverse"``); ``per_step`` (reverse mode only)
+    holds, per kind, the hypergradient of each inner step's value (``T`` values, or
+    ``T x groups``): summed over a chunk's steps it is that chunk's hypergradient.
     """
 
     grads: dict[str, torch.Tensor]
     val_loss: float
     run: TrainResult
     tangents: torch.Tensor | None = field(default=None, repr=False)
+    mode: str = "forward"
+    per_step: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    checkpoint_every: int | None = None  # reverse mode: steps between stored states (1: every step stored)
 
     def __getitem__(self, key: str) -> torch.Tensor:
         return self.grads[key]
@@ -122,16 +147,20 @@ class HyperGradients(Mapping[str, torch.Tensor]):
 def hypergradients(
     model: nn.Module,
     schedule: Schedule | Mapping[str, Sequence[float] | torch.Tensor],
-    train_batches: Iterable[Batch],
+    train_batches: BatchSource,
     val_batches: Iterable[Batch],
     *,
     loss_fn: LossFn = F.cross_entropy,
     grad_clamp: float | None = None,
     optimizer: str | Optimizer = "sgd",
     horizon: int | None = None,
-    method: str = "forward",
+    mode: str = "forward",
+    method: str = "vmap",
     group_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    checkpoint_every: int | None = None,
+    checkpoint_budget: int = DEFAULT_CHECKPOINT_BUDGET,
+    groups: GroupSpec = None,
     start: TrainState | None = None,
     schedule_horizon: int | None = None,
 ) -> HyperGradients:
@@ -141,19 +170,30 @@ def hypergradients(
         model: an ``nn.Module``; training starts from its current parameters and
             buffers (or from ``start``).  The module itself is not modified.
         schedule: shared values per kind; kinds must be the optimizer's
-            hyperparameters (``lr``, ``momentum``, ``weight_decay`` for SGD).
-        train_batches: ``(x, y)`` pairs; ``T = len(train_batches)`` unless
-            ``horizon`` is given (required for plain iterables).
+            hyperparameters (``lr``, ``momentum``, ``weight_decay`` for SGD).  A kind
+            given as a ``(groups, values)`` table has one row per parameter group.
+        train_batches: ``(x, y)`` pairs: a sequence (``T = len``), a *replayable source*
+            ``source(first, n) -> batches of steps first .. first + n - 1`` (``horizon``
+            required), or a one-shot iterable (``horizon`` required; forward mode only,
+            since reverse mode replays segments of the run).
         val_batches: ``(x, y)`` pairs; the objective is the mean of ``loss_fn``
             over all validation samples (batches weighted by size).
         grad_clamp: clamp minibatch gradients elementwise to ``[-c, c]``
             (the optimizer becomes :func:`~fds_tune.optim.clamped`).
         optimizer: ``"sgd"`` (default), ``"sgd_nesterov"``, ``"adamw"`` or an
             :class:`~fds_tune.optim.Optimizer`.
-        method: ``"forward"`` (vmapped jvp of the gradient) or ``"reverse"``
-            (the reference way: one double-backward per active column).
-        group_size: active columns batched together; ``None`` picks the largest
-            group whose estimated activation memory fits ``memory_budget``.
+        mode: ``"forward"`` (tangents carried forward; the paper's way), ``"reverse"``
+            (one backward sweep through stored states) or ``"auto"`` (the cheaper of
+            the two for this number of columns and the budgets; ``.mode`` says which ran).
+        method: forward mode's tangent step: ``"vmap"`` (batched jvp of the gradient) or
+            ``"per_column"`` (the slow reference: one double-backward per active column).
+        group_size: forward mode: active columns batched together; ``None`` picks the
+            largest group whose estimated activation memory fits ``memory_budget``.
+        checkpoint_every: reverse mode: store the state every this many steps and
+            recompute the steps between (1 stores every step).  ``None``: every step
+            when that fits ``checkpoint_budget`` bytes, else about ``sqrt(T)``.
+        groups: parameter groups for kinds given per group: ``"layers"`` or a mapping
+            group name -> parameter-name patterns (:func:`~fds_tune.groups.param_groups`).
         start: continue from a :class:`TrainState` instead of the model's state.
         schedule_horizon: the horizon the schedule spans, when this run is a
             window of a longer one: global step ``start.step + t`` uses value
@@ -162,27 +202,66 @@ def hypergradients(
             zero hypergradients.
 
     Returns:
-        :class:`HyperGradients`, a mapping kind -> 1-D tensor of
-        ``dL_val/dvalue``, with ``.val_loss``, ``.params``, ``.buffers``,
-        ``.run`` and ``.diverged``.
+        :class:`HyperGradients`, a mapping kind -> tensor of ``dL_val/dvalue``, with
+        ``.val_loss``, ``.params``, ``.buffers``, ``.run``, ``.diverged``, ``.mode`` and
+        (reverse mode) ``.per_step``.
     """
-    check_choice("method", method, METHODS)
+    check_choice("mode", mode, MODES)
+    if method == "reverse":
+        fail("method", method, "'vmap' or 'per_column' (forward mode's tangent step); for the reverse sweep pass mode='reverse'")
+    check_choice("method", method, TANGENT_METHODS)
     check_optional("group_size", group_size, check_int, 1, rule="a positive int or None (automatic)")
+    check_optional("checkpoint_every", checkpoint_every, check_int, 1, rule="a positive int or None (from checkpoint_budget)")
+    check_int("checkpoint_budget", checkpoint_budget, 1, rule="a positive int (bytes)")
     opt = resolve_optimizer(optimizer, grad_clamp)
     fm = FunctionalModel(model, loss_fn)
-    schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon)
-    return _Forward(fm, opt, schedule, horizon, span, method, group_size, memory_budget).run(state, train_batches, val_batches)
+    schedule, horizon, state, span, layout = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon, groups)
+    source = replayable(train_batches)
+    if mode != "forward" and checkpoint_every is None:
+        checkpoint_every = default_checkpoint_every(fm, state, horizon, checkpoint_budget)
+    if mode == "auto":
+        mode = choose_mode(schedule, horizon, span, state.step, source is not None, checkpoint_every)
+    if mode == "reverse":
+        if source is None:
+            fail(
+                "train_batches", type(train_batches).__name__,
+                "replayable in reverse mode: a list of batches, or a callable source(first, n) returning the batches of "
+                "steps first .. first + n - 1 (e.g. lambda first, n: problem.steps(idx, first, n)); a one-shot iterator "
+                "can only be used with mode='forward'",
+            )
+        out = Reverse(fm, opt, layout, schedule, horizon, span, checkpoint_every).run(state, source, val_batches)
+        run = TrainResult(out.state, out.losses, out.diverged)
+        return HyperGradients(out.grads, out.val_loss, run, mode="reverse", per_step=out.per_step, checkpoint_every=checkpoint_every)
+    batches = train_batches if source is None or isinstance(train_batches, Sequence) else source(0, horizon)
+    return _Forward(fm, opt, layout, schedule, horizon, span, method, group_size, memory_budget).run(state, batches, val_batches)
+
+
+def choose_mode(schedule: Schedule, horizon: int, span: int, first: int, replayable_batches: bool, checkpoint_every: int) -> str:
+    """``"reverse"`` when its estimated cost (in plain steps) is below forward mode's for this
+    schedule's columns, the batches can be replayed and the states fit the checkpoint budget."""
+    if not replayable_batches:
+        return "forward"
+    counts, sizes = schedule.group_counts, schedule.sizes
+    # the mean number of active columns over the run: a column is active from its chunk's start
+    active = 0.0
+    for k in schedule:
+        for t in (first, first + horizon // 2, first + horizon - 1):
+            active += counts[k] * (value_index(sizes[k], t, span) - value_index(sizes[k], first, span) + 1) / 3
+    forward = 1 + FORWARD_PER_COLUMN * active
+    reverse = 1 + REVERSE_SWEEP + (1 if checkpoint_every > 1 else 0)
+    return "reverse" if reverse < forward else "forward"
 
 
 def train(
     model: nn.Module,
     schedule: Schedule | Mapping[str, Sequence[float] | torch.Tensor],
-    train_batches: Iterable[Batch],
+    train_batches: BatchSource,
     *,
     loss_fn: LossFn = F.cross_entropy,
     grad_clamp: float | None = None,
     optimizer: str | Optimizer = "sgd",
     horizon: int | None = None,
+    groups: GroupSpec = None,
     start: TrainState | None = None,
     schedule_horizon: int | None = None,
 ) -> TrainResult:
@@ -193,23 +272,17 @@ def train(
     """
     opt = resolve_optimizer(optimizer, grad_clamp)
     fm = FunctionalModel(model, loss_fn)
-    schedule, horizon, state, span = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon)
-    names = opt.hyper_names
-    hypers = [dict(zip(names, h.unbind(0))) for h in hyper_vectors(schedule, opt, span, state.step, horizon)]
-    stochastic = has_dropout(model)
+    schedule, horizon, state, span, layout = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon, groups)
+    hvecs = hyper_vectors(schedule, opt, span, state.step, horizon)
+    step = plain_step(fm, opt, layout)
 
-    def step(t, x, y, theta, buffers, opt_state):
-        # Plain reverse mode (one backward pass, no torch.func transform): as fast as a plain
-        # nn.Module + torch.optim.SGD step (experiments/bench_plain.py); forward mode's step is make_step.
-        with torch.enable_grad(), step_rng(state.step + t, theta.device, stochastic):
-            leaf = theta.detach().requires_grad_(True)
-            loss, stats = fm.loss(leaf, buffers, x, y)
-            (g,) = torch.autograd.grad(loss, leaf)
-        with torch.no_grad():
-            theta, opt_state = opt.update(theta, opt_state, g, hypers[t], state.step + t)
-        return theta, opt_state, loss.detach(), stats
+    def loop_step(t, x, y, theta, buffers, opt_state):
+        theta, opt_state, _, loss, stats = step(theta, opt_state, hvecs[t], buffers, x, y, state.step + t)
+        return theta, opt_state, loss, stats
 
-    end = inner_loop(fm, fm.flatten(state.params), state.buffers, state.opt_state, train_batches, horizon, step)
+    source = replayable(train_batches)
+    batches = train_batches if source is None or isinstance(train_batches, Sequence) else source(0, horizon)
+    end = inner_loop(fm, fm.flatten(state.params), state.buffers, state.opt_state, batches, horizon, loop_step)
     return TrainResult(TrainState(fm.unflatten(end.theta), end.buffers, end.carry, state.step + len(end.losses)), end.losses, end.diverged)
 
 
@@ -225,18 +298,19 @@ def default_group_size(model: nn.Module, example_x: torch.Tensor, n_columns: int
 
 
 def hyper_vectors(schedule: Schedule, opt: Optimizer, span: int, first: int, horizon: int) -> list[torch.Tensor]:
-    """For steps ``first .. first + horizon - 1`` of ``span``, the hyperparameter vectors (``opt.hyper_names`` order)."""
+    """For steps ``first .. first + horizon - 1`` of ``span``, the hyperparameter vectors
+    (one slot per kind in ``opt.hyper_names`` order, a grouped kind taking one slot per group)."""
     return list(schedule.table(opt.hyper_names, range(first, first + horizon), span).unbind(0))
 
 
-def make_step(fm: FunctionalModel, opt: Optimizer):
+def make_step(fm: FunctionalModel, opt: Optimizer, layout: HyperLayout | None = None):
     """The pure inner step ``(theta, state, hvec, buffers, x, y, t) -> ((theta', state'), (loss, BN stats))``."""
-    names = opt.hyper_names
+    layout = layout or HyperLayout(opt.hyper_names, dict.fromkeys(opt.hyper_names, 1), None)
     grad_loss = grad_and_value(fm.loss, has_aux=True)
 
     def step(theta, opt_state, hvec, buffers, x, y, t):
         g, (loss, stats) = grad_loss(theta, buffers, x, y)
-        theta, opt_state = opt.update(theta, opt_state, g, dict(zip(names, hvec.unbind(0))), t)
+        theta, opt_state = opt.update(theta, opt_state, g, layout.hypers(hvec), t)
         return (theta, opt_state), (loss, stats)
 
     return step
@@ -253,7 +327,7 @@ _TANGENT_FACTOR = 3.5
 # ---------------------------------------------------------------------------------------
 # Internals
 # ---------------------------------------------------------------------------------------
-def _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon):
+def _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon, groups):
     if not isinstance(schedule, Schedule):
         schedule = Schedule(schedule)
     missing, extra = set(opt.hyper_names) - set(schedule), set(schedule) - set(opt.hyper_names)
@@ -269,7 +343,14 @@ def _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon)
     check_int("schedule_horizon", span, start.step + horizon, rule=f"an int >= start.step + horizon = {start.step + horizon}")
     ref = next(iter(start.params.values()))
     schedule = schedule.to(dtype=ref.dtype, device=ref.device)
-    return schedule, horizon, start, span
+    names, index = param_groups(fm.names, fm.numels, groups)
+    counts = schedule.group_counts
+    for k, n in counts.items():
+        if n > 1 and n != len(names):
+            rule = f"one per parameter group: {len(names)} groups {names}" if names else "1, or one per group with groups= given (e.g. 'layers')"
+            fail(f"schedule[{k!r}] rows", n, rule)
+    layout = HyperLayout(opt.hyper_names, counts, None if index is None else index.to(ref.device))
+    return schedule, horizon, start, span, layout
 
 
 def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
@@ -297,33 +378,34 @@ def _activation_bytes(model: nn.Module, x: torch.Tensor) -> int:
 class _Forward:
     """One forward-mode run: tangents carried through every inner step."""
 
-    def __init__(self, fm, opt, schedule, horizon, span, method, group_size, memory_budget):
-        self.fm, self.opt, self.schedule, self.horizon, self.span = fm, opt, schedule, horizon, span
+    def __init__(self, fm, opt, layout, schedule, horizon, span, method, group_size, memory_budget):
+        self.fm, self.opt, self.layout, self.schedule, self.horizon, self.span = fm, opt, layout, schedule, horizon, span
         self.method = method
         self.group_size, self.memory_budget = group_size, memory_budget
         self.kinds = opt.hyper_names
-        self.sizes = [schedule[k].numel() for k in self.kinds]
-        self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
-        self.n_columns = sum(self.sizes)
-        self.step = make_step(fm, opt)
+        # one block of columns per (kind, group row): its hyperparameter slot and number of values
+        self.blocks = [(layout.slot(k, r), schedule.sizes[k]) for k in self.kinds for r in range(layout.counts[k])]
+        self.offsets = [sum(n for _, n in self.blocks[:i]) for i in range(len(self.blocks))]
+        self.n_columns = sum(n for _, n in self.blocks)
+        self.step = make_step(fm, opt, layout)
         self.stochastic = has_dropout(fm.model)  # dropout: vmap draws one mask for all columns, seeded per step
         self._active_cache: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
     # Columns whose chunk has started (since the run's first step), and each one's
     # hyperparameter tangent at global step ``t``.
     def _active(self, first: int, t: int, like: torch.Tensor):
-        idx = tuple((value_index(n, first, self.span), value_index(n, t, self.span)) for n in self.sizes)
+        idx = tuple((value_index(n, first, self.span), value_index(n, t, self.span)) for _, n in self.blocks)
         if idx not in self._active_cache:
-            cols, rows_h = [], []
-            for k, (off, (i_first, i_now)) in enumerate(zip(self.offsets, idx)):
+            cols, slots = [], []
+            for (slot, _), off, (i_first, i_now) in zip(self.blocks, self.offsets, idx):
                 for i in range(i_first, i_now + 1):
                     cols.append(off + i)
-                    rows_h.append(k if i == i_now else -1)
+                    slots.append(slot if i == i_now else -1)
             cols_t = torch.tensor(cols, device=like.device)
-            zh = torch.zeros(len(cols), len(self.kinds), dtype=like.dtype, device=like.device)
-            for r, k in enumerate(rows_h):
-                if k >= 0:
-                    zh[r, k] = 1.0
+            zh = torch.zeros(len(cols), self.layout.n_slots, dtype=like.dtype, device=like.device)
+            for r, slot in enumerate(slots):
+                if slot >= 0:
+                    zh[r, slot] = 1.0
             self._active_cache[idx] = (cols_t, zh)
         return self._active_cache[idx]
 
@@ -333,7 +415,7 @@ class _Forward:
         z_theta = theta.new_zeros(self.n_columns, theta.numel())
         z_state = tuple(s.new_zeros(self.n_columns, *s.shape) for s in opt_state)
         hvecs = hyper_vectors(self.schedule, self.opt, self.span, start.step, self.horizon)
-        tangent_step = self._tangent_step_forward if self.method == "forward" else self._tangent_step_reverse
+        tangent_step = self._tangent_step_forward if self.method == "vmap" else self._tangent_step_per_column
 
         def step(t, x, y, theta, buffers, carry):
             opt_state, z_theta, z_state = carry
@@ -352,21 +434,20 @@ class _Forward:
                 z_state = tuple(z.index_copy(0, cols, n) for z, n in zip(z_state, zs))
             return theta, (opt_state, z_theta, z_state), loss, stats
 
+        forward_kernels = self.method == "vmap"
         end = inner_loop(
-            fm, theta, start.buffers, (opt_state, z_theta, z_state), train_batches, self.horizon, step,
-            forward_mode=self.method == "forward",
+            fm, theta, start.buffers, (opt_state, z_theta, z_state), train_batches, self.horizon, step, forward_mode=forward_kernels,
         )
         (opt_state, z_theta, _), diverged = end.carry, end.diverged
         if diverged:
             val_loss, g_val = float("nan"), torch.full_like(end.theta, float("nan"))
         else:
-            with fm.batch_statistics(forward_mode=self.method == "forward"):
-                val_loss, g_val = self._validation_gradient(end.theta, end.buffers, val_batches)
+            with fm.batch_statistics(forward_mode=forward_kernels):
+                val_loss, g_val = validation_gradient(fm, end.theta, end.buffers, val_batches)
         flat = z_theta @ g_val
         diverged = diverged or not all_finite(flat)
-        grads = {k: flat[off : off + n] for k, off, n in zip(self.kinds, self.offsets, self.sizes)}
         state = TrainState(fm.unflatten(end.theta), end.buffers, opt_state, start.step + len(end.losses))
-        return HyperGradients(grads, val_loss, TrainResult(state, end.losses, diverged), z_theta)
+        return HyperGradients(columns_by_kind(flat, self.layout, self.schedule.sizes), val_loss, TrainResult(state, end.losses, diverged), z_theta)
 
     def _groups(self, m: int) -> list[slice]:
         g = self.group_size or m
@@ -397,9 +478,9 @@ class _Forward:
         zs = tuple(s[0] if len(outs_s) == 1 else torch.cat(s) for s in zip(*outs_s))
         return primal, (zt, zs), aux
 
-    def _tangent_step_reverse(self, theta, opt_state, hvec, zt, zs, zh, args):
+    def _tangent_step_per_column(self, theta, opt_state, hvec, zt, zs, zh, args):
         """The reference way: one double-backward (Hessian-vector product) per active column."""
-        fm, opt, names = self.fm, self.opt, self.opt.hyper_names
+        fm, opt, layout = self.fm, self.opt, self.layout
         buffers, x, y, t = args
         with torch.enable_grad(), step_rng(t, theta.device, self.stochastic):
             th = theta.detach().requires_grad_(True)
@@ -407,7 +488,7 @@ class _Forward:
             (g,) = torch.autograd.grad(loss, th, create_graph=True)
 
         def post_grad(th_, st_, g_, hv_):  # the optimizer's update (a clamp, if any, included)
-            return opt.update(th_, st_, g_, dict(zip(names, hv_.unbind(0))), t)
+            return opt.update(th_, st_, g_, layout.hypers(hv_), t)
 
         g0 = g.detach()
         new_t, new_s, primal = [], [], None
@@ -421,18 +502,3 @@ class _Forward:
         if primal is None:  # no active column cannot happen (column 0 of every kind starts at t=0)
             raise RuntimeError("no active hyperparameter column")
         return primal, (torch.stack(new_t), tuple(torch.stack(s) for s in zip(*new_s))), (loss.detach(), stats)
-
-    def _validation_gradient(self, theta, buffers, val_batches):
-        """Mean validation loss over all samples (train-mode BatchNorm) and its gradient."""
-        loss_grad = grad_and_value(self.fm.loss, has_aux=True)
-        total, count, g_sum = 0.0, 0, torch.zeros_like(theta)
-        for i, (x, y) in enumerate(val_batches):
-            with step_rng(-1 - i, theta.device, self.stochastic):
-                g, (loss, _) = loss_grad(theta, buffers, x, y)
-            n = len(y)
-            g_sum = g_sum + n * g
-            total += float(loss) * n
-            count += n
-        if count == 0:
-            raise ValueError("val_batches: got no batches")
-        return total / count, g_sum / count

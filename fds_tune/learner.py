@@ -15,6 +15,7 @@ JSON-serialisable :meth:`FDSLearner.state_dict`.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -25,18 +26,22 @@ from . import outer
 from .config import FDSConfig, fds_config
 from .engine import hypergradients, train
 from .functional_model import val_test_metrics
+from .groups import param_groups
 from .optim import resolve_optimizer
 from .problem import RETRAIN_DRAW, Problem, problem_for
 from .results import finite_or
 from .schedule import Schedule
 from .spec import ProblemSpec
 
-__all__ = ["FDSLearner", "FDSRun", "retrain_schedule"]
+__all__ = ["FDSLearner", "FDSRun", "retrain_schedule", "binned", "nan_list", "PER_STEP_POINTS"]
+
+PER_STEP_POINTS = 200  # per-step hypergradients are reported as means over at most this many bins of steps
 
 
-def retrain_schedule(problem: Problem, schedule: Schedule, epochs: int, optimizer) -> dict[str, Any]:
+def retrain_schedule(problem: Problem, schedule: Schedule, epochs: int, optimizer, groups=None) -> dict[str, Any]:
     """One hand-over: train ``problem``'s retraining initialisation on the full training set (the
-    batches every method's hand-over gets) for ``epochs`` epochs with ``schedule``.
+    batches every method's hand-over gets) for ``epochs`` epochs with ``schedule`` (``groups``: the
+    parameter groups of a kind given per group).
 
     Returns ``test_acc`` (chance when the run failed), ``failed`` (diverged or stalled: see
     :attr:`~fds_tune.engine.TrainResult.stalled`) and ``epochs`` (the epochs actually trained).
@@ -44,7 +49,7 @@ def retrain_schedule(problem: Problem, schedule: Schedule, epochs: int, optimize
     steps_per_epoch = problem.steps_per_epoch(problem.n_train)
     model, horizon = problem.model(RETRAIN_DRAW), epochs * steps_per_epoch
     batches = problem.steps(None, 0, horizon, handover=True)  # the hand-over every method gets
-    run = train(model, schedule, batches, horizon=horizon, optimizer=optimizer, loss_fn=problem.loss)
+    run = train(model, schedule, batches, horizon=horizon, optimizer=optimizer, loss_fn=problem.loss, groups=groups)
     failed = run.diverged or run.stalled
     test_acc = problem.diverged_metrics()["test_acc"]
     if not failed:
@@ -53,13 +58,26 @@ def retrain_schedule(problem: Problem, schedule: Schedule, epochs: int, optimize
     return {"test_acc": test_acc, "failed": failed, "epochs": len(run.train_losses) / steps_per_epoch}
 
 
+def nan_list(x: torch.Tensor) -> list:
+    """A tensor as a JSON-safe (nested) list, non-finite entries as NaN."""
+    x = x.detach().to(torch.float64).cpu()
+    return torch.where(torch.isfinite(x), x, float("nan")).tolist()
+
+
+def binned(per_step: torch.Tensor, width: int) -> list:
+    """Means of consecutive ``width``-step bins of per-step hypergradients (the last bin may be
+    shorter), as :func:`nan_list` (a list of rows, for a kind learned per group)."""
+    return nan_list(torch.stack([per_step[i : i + width].mean(0) for i in range(0, len(per_step), width)]))
+
+
 class FDSLearner:
     """Learns shared schedules of lr, momentum and weight decay for one problem."""
 
     def __init__(self, config: FDSConfig, problem: Problem | None = None):
         self.config = config
         self.problem = problem if problem is not None else Problem(config.problem)
-        init = {k: torch.full((config.n_values[k],), float(config.init[k]), dtype=torch.float64) for k in config.n_values}
+        rows = self.group_rows()
+        init = {k: torch.full(rows[k] + (config.n_values[k],), float(config.init[k]), dtype=torch.float64) for k in config.n_values}
         self.rule = outer.get_rule(config.outer_rule)
         self.optimizer = resolve_optimizer("sgd", config.grad_clamp)  # the paper's clamped SGD
         self.state = self.rule.init(init, config.step_size)
@@ -70,6 +88,15 @@ class FDSLearner:
         self.history: list[dict[str, Any]] = []
         self.converged = False
         self.incumbent: dict[str, Any] | None = None  # {"schedule", "val_acc", "val_loss", "outer_step"} of the best inner run
+
+    def group_rows(self) -> dict[str, tuple[int, ...]]:
+        """Per kind, ``()`` for one row of values, or ``(groups,)`` for a kind learned per parameter group."""
+        cfg = self.config
+        if not cfg.group_kinds:
+            return {k: () for k in cfg.n_values}
+        fm = self.problem.functional(self.problem.model(0))
+        names, _ = param_groups(fm.names, fm.numels, cfg.param_groups)
+        return {k: (len(names),) if k in cfg.group_kinds else () for k in cfg.n_values}
 
     # ---- state -----------------------------------------------------------------------
     @property
@@ -114,15 +141,20 @@ class FDSLearner:
         horizon = epochs * problem.steps_per_epoch(len(train_idx))
         model = problem.model(draw)  # a fresh initialisation per outer step
         schedule = self.schedule
+        def source(first: int, n: int):  # replayable: reverse mode replays segments of the run
+            return itertools.islice(problem.train_batches(train_idx, epochs, draw), first, first + n)
+
         hg = hypergradients(
             model,
             schedule,
-            problem.train_batches(train_idx, epochs, draw),
+            source,
             problem.eval_batches(val_idx, cfg.batch_size),
             horizon=horizon,
             optimizer=self.optimizer,
             group_size=cfg.group_size,
             loss_fn=problem.loss,
+            mode=cfg.engine_mode,
+            groups=cfg.param_groups,
         )
         fm = problem.functional(model)
         raw = {k: v.detach().cpu().to(torch.float64) for k, v in hg.items()}
@@ -149,7 +181,7 @@ class FDSLearner:
             "hypergrad_val_loss": finite_or(hg.val_loss, float("nan")),
             "schedule_used": schedule.as_lists(),
             "schedule": self.schedule.as_lists(),
-            "hypergrads": {k: [finite_or(x, float("nan")) for x in v.tolist()] for k, v in raw.items()},
+            "hypergrads": {k: nan_list(v) for k, v in raw.items()},
             "step_sizes": {k: v.tolist() for k, v in self.state.steps.items()},
             "outer_step": self.outer_step,
             "inner_steps": steps_run,
@@ -161,7 +193,12 @@ class FDSLearner:
             "incumbent_schedule": None if self.incumbent is None else self.incumbent["schedule"],
             "incumbent_val_acc": None if self.incumbent is None else self.incumbent["val_acc"],
             "incumbent_outer_step": None if self.incumbent is None else self.incumbent["outer_step"],
+            "engine_mode": hg.mode,
         }
+        if hg.per_step is not None:  # reverse mode: where in the run each kind mattered
+            width = max(1, -(-horizon // PER_STEP_POINTS))
+            result["per_step_hypergrads"] = {k: binned(v, width) for k, v in hg.per_step.items()}
+            result["per_step_bin"] = width
         self.history.append({k: result[k] for k in ("outer_step", "val_acc", "test_acc", "diverged", "schedule_used", "hypergrads")})
         return result
 
@@ -185,7 +222,7 @@ class FDSLearner:
         if epochs == 0:  # retraining switched off: the last inner run's test accuracy stands
             return {}
         for attempt, schedule in enumerate(self.retrain_candidates(), start=1):
-            out = retrain_schedule(problem, schedule, epochs, self.optimizer)
+            out = retrain_schedule(problem, schedule, epochs, self.optimizer, cfg.param_groups)
             self.epochs_total += out["epochs"]
             failed, test_acc = out["failed"], out["test_acc"]
             if not failed:

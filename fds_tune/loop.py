@@ -15,20 +15,28 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
 
 from .functional_model import FunctionalModel
+from .groups import HyperLayout
+from .optim import Optimizer
 from .validation import check_int
 
-__all__ = ["Batch", "LoopEnd", "run_length", "take", "all_finite", "inner_loop", "CHECK_EVERY_ACCELERATOR", "has_dropout", "step_rng", "step_seed"]
+__all__ = [
+    "Batch", "BatchSource", "LoopEnd", "run_length", "take", "all_finite", "inner_loop", "plain_step", "replayable",
+    "validation_gradient", "CHECK_EVERY_ACCELERATOR", "has_dropout", "step_rng", "step_seed",
+]
 
 CHECK_EVERY_ACCELERATOR = 50  # steps between divergence checks on a GPU (each check is one host sync)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+# Training batches: a sequence, a replayable source ``source(first, n)`` giving the batches of steps
+# ``first .. first + n - 1`` (the same ones on every call), or a one-shot iterable.
+BatchSource = Sequence[Batch] | Callable[[int, int], Iterable[Batch]] | Iterable[Batch]
 Step = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, dict, Any], tuple[torch.Tensor, Any, torch.Tensor, dict]]
 
 
@@ -42,17 +50,26 @@ class LoopEnd(NamedTuple):
     diverged: bool
 
 
-def run_length(batches: Iterable[Batch], horizon: int | None) -> int:
-    """The number of inner steps: ``len(batches)`` unless ``horizon`` is given (required for plain iterables)."""
+def run_length(batches: BatchSource, horizon: int | None) -> int:
+    """The number of inner steps: ``len(batches)`` unless ``horizon`` is given (required for plain iterables and sources)."""
     if horizon is None:
         if not hasattr(batches, "__len__"):
-            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable of batches")
+            raise ValueError("horizon: train_batches has no len(); pass horizon=T for an iterable or a source of batches")
         horizon = len(batches)
     check_int("horizon", horizon, 1, rule="a positive int (number of inner steps)")
     if hasattr(batches, "__len__") and len(batches) < horizon:
         n = len(batches)  # the same words as when an iterable runs out during the run
         raise ValueError(f"horizon: got {horizon}, but train_batches ran out after {n} batches (it holds only {n})")
     return horizon
+
+
+def replayable(batches: BatchSource) -> Callable[[int, int], Iterable[Batch]] | None:
+    """``source(first, n)`` for a sequence or a callable source; None for a one-shot iterable."""
+    if callable(batches):
+        return batches
+    if isinstance(batches, Sequence):
+        return lambda first, n: batches[first : first + n]
+    return None
 
 
 def take(batches: Iterable[Batch], horizon: int) -> Iterator[tuple[int, Batch]]:
@@ -144,3 +161,43 @@ def inner_loop(
                     break
     diverged = diverged or not all_finite(theta)
     return LoopEnd(theta, buffers, carry, losses, diverged)
+
+
+def validation_gradient(fm: FunctionalModel, theta: torch.Tensor, buffers: dict[str, torch.Tensor], val_batches) -> tuple[float, torch.Tensor]:
+    """Mean validation loss over all samples (train-mode BatchNorm) and its gradient; call inside
+    :meth:`FunctionalModel.batch_statistics`."""
+    loss_grad = torch.func.grad_and_value(fm.loss, has_aux=True)
+    total, count, g_sum = 0.0, 0, torch.zeros_like(theta)
+    stochastic = has_dropout(fm.model)
+    for i, (x, y) in enumerate(val_batches):
+        with step_rng(-1 - i, theta.device, stochastic):  # dropout: validation batch i's masks, the same in every run
+            g, (loss, _) = loss_grad(theta, buffers, x, y)
+        n = len(y)
+        g_sum = g_sum + n * g
+        total += float(loss) * n
+        count += n
+    if count == 0:
+        raise ValueError("val_batches: got no batches")
+    return total / count, g_sum / count
+
+
+def plain_step(fm: FunctionalModel, opt: Optimizer, layout: HyperLayout):
+    """One plain training step ``(theta, state, hvec, buffers, x, y, t) -> (theta', state', grad, loss, BN stats)``.
+
+    Plain reverse mode (one backward pass, no torch.func transform): as fast as a plain
+    ``nn.Module`` + ``torch.optim.SGD`` step (experiments/bench_plain.py).  ``hvec`` is the
+    step's hyperparameter vector (:class:`~fds_tune.groups.HyperLayout`), ``t`` the global step.
+    """
+
+    stochastic = has_dropout(fm.model)
+
+    def step(theta, opt_state, hvec, buffers, x, y, t):
+        with torch.enable_grad(), step_rng(t, theta.device, stochastic):
+            leaf = theta.detach().requires_grad_(True)
+            loss, stats = fm.loss(leaf, buffers, x, y)
+            (g,) = torch.autograd.grad(loss, leaf)
+        with torch.no_grad():
+            theta, opt_state = opt.update(theta, opt_state, g, layout.hypers(hvec), t)
+        return theta, opt_state, g, loss.detach(), stats
+
+    return step

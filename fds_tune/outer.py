@@ -249,8 +249,8 @@ def get_rule(name: str) -> OuterRule:
 
 
 def normalise(hypergrads: Mapping[str, torch.Tensor], horizon: int) -> Values:
-    """Divide each value's hypergradient by the number of inner steps it covers."""
-    return {k: g.detach().to(torch.float64).cpu() / steps_per_value(g.numel(), horizon) for k, g in hypergrads.items()}
+    """Divide each value's hypergradient by the number of inner steps it covers (a row per group alike)."""
+    return {k: g.detach().to(torch.float64).cpu() / steps_per_value(g.shape[-1], horizon) for k, g in hypergrads.items()}
 
 
 def finite(grads: Mapping[str, torch.Tensor]) -> bool:

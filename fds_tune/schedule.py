@@ -5,6 +5,9 @@ tensor of *shared values*.  Over a horizon of ``T`` inner steps, step ``t``
 (0-based) uses value ``floor(n_k * t / T)`` of kind ``k``, so each value covers
 one contiguous chunk of steps; the same schedule can be stretched to any
 horizon.
+
+A kind may also hold one row of values per parameter group, a ``(groups, values)``
+tensor (see :mod:`fds_tune.groups`): each row is shared over chunks the same way.
 """
 from __future__ import annotations
 
@@ -36,8 +39,9 @@ def steps_per_value(n_values: int, horizon: int) -> torch.Tensor:
 class Schedule(Mapping[str, torch.Tensor]):
     """Name-keyed shared values, e.g. ``Schedule(lr=[0.1, 0.05], momentum=[0.9], weight_decay=[5e-4])``.
 
-    Values are stored as 1-D tensors (float64 unless a tensor of another
-    floating dtype is given).  A schedule is immutable: methods return new ones.
+    Values are stored as 1-D tensors, or 2-D ``(groups, values)`` tensors for a kind
+    given per parameter group (float64 unless a tensor of another floating dtype is
+    given).  A schedule is immutable: methods return new ones.
     """
 
     def __init__(self, values: Mapping[str, Sequence[float] | torch.Tensor] | None = None, /, **kwargs):
@@ -53,8 +57,8 @@ class Schedule(Mapping[str, torch.Tensor]):
                 t = t.to(torch.float64)
             if t.dim() == 0:
                 t = t.reshape(1)
-            if not (t.dim() == 1 and t.numel() > 0 and torch.isfinite(t).all()):  # .tolist() only for the message
-                fail(f"schedule[{name!r}]", t.tolist(), "a non-empty 1-D sequence of finite values")
+            if not (t.dim() in (1, 2) and t.numel() > 0 and torch.isfinite(t).all()):  # .tolist() only for the message
+                fail(f"schedule[{name!r}]", t.tolist(), "a non-empty 1-D sequence (or groups x values table) of finite values")
             self._values[name] = t
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -67,24 +71,45 @@ class Schedule(Mapping[str, torch.Tensor]):
         return len(self._values)
 
     def __repr__(self) -> str:
-        inner = ", ".join(f"{k}={[round(v, 6) for v in t.tolist()]}" for k, t in self._values.items())
+        inner = ", ".join(f"{k}={_rounded(t.tolist())}" for k, t in self._values.items())
         return f"Schedule({inner})"
 
     @property
     def sizes(self) -> dict[str, int]:
-        """Number of shared values per kind."""
-        return {k: t.numel() for k, t in self._values.items()}
+        """Number of shared values per kind (per group, for a kind given per group)."""
+        return {k: t.shape[-1] for k, t in self._values.items()}
+
+    @property
+    def group_counts(self) -> dict[str, int]:
+        """Rows of values per kind: 1, or the number of parameter groups for a kind given per group."""
+        return {k: t.shape[0] if t.dim() == 2 else 1 for k, t in self._values.items()}
+
+    def rows(self, kind: str) -> torch.Tensor:
+        """The values of ``kind`` as a ``(rows, values)`` table (one row unless given per group)."""
+        t = self._values[kind]
+        return t if t.dim() == 2 else t.reshape(1, -1)
 
     def to(self, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> "Schedule":
         return Schedule({k: t.to(dtype=dtype or t.dtype, device=device) for k, t in self._values.items()})
 
     def at(self, step: int, horizon: int) -> dict[str, torch.Tensor]:
-        """The hyperparameter values used at ``step`` of a ``horizon``-step run."""
-        return {k: t[value_index(t.numel(), step, horizon)] for k, t in self._values.items()}
+        """The hyperparameter values used at ``step`` of a ``horizon``-step run (a row per group for a grouped kind)."""
+        return {k: t[..., value_index(t.shape[-1], step, horizon)] for k, t in self._values.items()}
 
     def table(self, kinds: Sequence[str], steps: Sequence[int], horizon: int) -> torch.Tensor:
-        """The values used at each of ``steps`` of a ``horizon``-step run: ``len(steps) x len(kinds)``."""
-        return torch.stack([self[k][[value_index(self[k].numel(), t, horizon) for t in steps]] for k in kinds], 1)
+        """The values used at each of ``steps`` of a ``horizon``-step run: ``len(steps) x slots``, where
+        the slots are the kinds in order, a grouped kind taking one slot per group."""
+        cols = []
+        for k in kinds:
+            rows = self.rows(k)
+            idx = [value_index(rows.shape[1], t, horizon) for t in steps]
+            cols.append(rows[:, idx].T)
+        return torch.cat(cols, 1)
 
-    def as_lists(self) -> dict[str, list[float]]:
+    def as_lists(self) -> dict[str, list]:
+        """Kind -> list of values (a list of rows for a kind given per group): JSON-safe."""
         return {k: t.tolist() for k, t in self._values.items()}
+
+
+def _rounded(values):
+    return [_rounded(v) for v in values] if isinstance(values, list) else round(values, 6)

@@ -131,6 +131,18 @@ def test_model_based_suggestions_are_counted_by_hand(seeds_frame):
     assert "model_based" not in comparison_table(seeds_frame().drop(columns="model_based")).columns
 
 
+def test_the_engine_column_says_which_engine_each_runs_used(seeds_frame):
+    assert "engine" not in comparison_table(seeds_frame()).columns  # no run reports one
+    df = seeds_frame()
+    df["engine_mode"] = None
+    df.loc[df["method"] == "fds", "engine_mode"] = "reverse"
+    text = format_table(comparison_table(df))
+    assert text.columns[1] == "Engine"
+    assert text["Engine"].to_dict() == {"fds": "reverse", "random": "—", "bohb": "—"}
+    df.loc[df["run"] == "fds/seed=1", "engine_mode"] = "forward"  # seeds that differ are both shown
+    assert format_table(comparison_table(df)).loc["fds", "Engine"] == "forward, reverse"
+
+
 def test_plain_epoch_equivalents_where_the_results_report_them(seeds_frame):
     df = seeds_frame()
     assert format_table(comparison_table(df)).columns[5] == "Epochs"  # the run's epochs: 2 per hour here

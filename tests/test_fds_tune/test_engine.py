@@ -10,30 +10,8 @@ from torch.func import functional_call
 
 from fds_tune import Schedule, hypergradients, train
 from fds_tune.optim import adamw, sgd
+from support.tiny import CASES, DT, batches, rel_err, tiny_lenet, tiny_mlp
 
-DT = torch.float64
-
-
-def tiny_mlp(seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(nn.Flatten(), nn.Linear(12, 7), nn.Tanh(), nn.Linear(7, 3)).to(DT)
-
-
-def tiny_lenet(seed=0, bn=False):
-    torch.manual_seed(seed)
-    layers = [nn.Conv2d(1, 3, 3)]
-    if bn:
-        layers.append(nn.BatchNorm2d(3))
-    layers += [nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(3, 4, 2)]
-    if bn:
-        layers.append(nn.BatchNorm2d(4))
-    layers += [nn.ReLU(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3)]
-    return nn.Sequential(*layers).to(DT)
-
-
-def batches(n, shape, batch=6, seed=1, classes=3):
-    g = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch, *shape, generator=g, dtype=DT), torch.randint(0, classes, (batch,), generator=g)) for _ in range(n)]
 
 
 def unrolled_val_loss(model, hyper, train_b, val_b, opt, clamp=None, first=0):
@@ -92,18 +70,7 @@ def finite_diff(model, values, train_b, val_b, opt, clamp=None, eps=1e-6):
 SGD_VALUES = {"lr": [0.3, 0.2, 0.25], "momentum": [0.5, 0.8], "weight_decay": [1e-2]}
 
 
-def rel_err(a, b):
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
-
-
-CASES = {
-    "mlp": (lambda: tiny_mlp(), (12,)),
-    "lenet": (lambda: tiny_lenet(), (1, 8, 8)),
-    "lenet_bn": (lambda: tiny_lenet(bn=True), (1, 8, 8)),
-}
-
-
-@pytest.mark.parametrize("method", ["forward", "reverse"])
+@pytest.mark.parametrize("method", ["vmap", "per_column"])
 @pytest.mark.parametrize("clamp", [None, 0.05])
 @pytest.mark.parametrize("case", list(CASES))
 def test_hypergradients_match_reverse_mode_and_finite_differences(case, clamp, method):

@@ -147,3 +147,49 @@ def test_outer_steps_and_the_retraining_draw_fresh_initialisations(problem, monk
     learner.step()
     learner.retrain()
     assert draws[:3] == [0, 1, RETRAIN_DRAW]  # (more only if the retraining fell back)
+
+
+def test_reverse_engine_mode_gives_forward_modes_hypergradients(problem):
+    """The learner's engine_mode changes how hypergradients are computed, not what they are
+    (float32: equal to rounding), and reverse mode adds where in the run each kind mattered."""
+    fwd = FDSLearner(fds_config({**TINY, "init": {"lr": 0.05, "momentum": 0.5}}), problem).step()
+    rev = FDSLearner(fds_config({**TINY, "init": {"lr": 0.05, "momentum": 0.5}, "engine_mode": "reverse"}), problem).step()
+    assert fwd["engine_mode"] == "forward" and rev["engine_mode"] == "reverse"
+    for k, g in fwd["hypergrads"].items():
+        torch.testing.assert_close(torch.tensor(rev["hypergrads"][k]), torch.tensor(g), rtol=1e-3, atol=1e-6)
+    assert rev["schedule"] == fwd["schedule"] and "per_step_hypergrads" not in fwd
+    per_step = rev["per_step_hypergrads"]
+    assert rev["per_step_bin"] == 1 and len(per_step["lr"]) == rev["inner_steps"]
+    # the five lr values' chunks partition the run: bin sums over each chunk give its hypergradient
+    # (hypergrads are reported raw; normalisation happens in the outer rule)
+    assert sum(per_step["lr"]) == pytest.approx(sum(rev["hypergrads"]["lr"]), rel=1e-6)
+
+
+def test_lr_learned_per_layer(problem):
+    """group_kinds=["lr"] with param_groups="layers": one row of lr values per layer of the MLP."""
+    cfg = fds_config({**TINY, "param_groups": "layers", "group_kinds": ["lr"], "n_values": {"lr": 2}, "engine_mode": "auto"})
+    learner = FDSLearner(cfg, problem)
+    r = learner.step()
+    assert len(r["schedule"]["lr"]) == 2 and all(len(row) == 2 for row in r["schedule"]["lr"])  # 2 layers x 2 values
+    assert r["schedule"]["momentum"] == [0.0]  # from zero momentum has no first-order effect
+    assert all(g < 0 for row in r["hypergrads"]["lr"] for g in row)  # from zero every layer's lr rises
+    assert FDSLearner(cfg, problem).group_rows() == {"lr": (2,), "momentum": (), "weight_decay": ()}
+    saved = json.loads(json.dumps(learner.state_dict()))
+    again = FDSLearner(cfg, problem)
+    again.load_state_dict(saved)
+    assert again.schedule.as_lists() == learner.schedule.as_lists()
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"engine_mode": "backward"}, r"engine_mode: got 'backward'; must be one of"),
+        ({"param_groups": "modules"}, r"param_groups: got 'modules'; must be None, 'layers'"),
+        ({"param_groups": {"convs": []}}, r"param_groups: got .*must be None, 'layers'"),
+        ({"group_kinds": ["lr"]}, r"group_kinds: got \('lr',\); must be empty unless param_groups is set"),
+        ({"param_groups": "layers", "group_kinds": ["beta1"]}, r"group_kinds: got .*must be distinct kinds from"),
+    ],
+)
+def test_engine_keys_are_validated(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        fds_config({**TINY, **overrides})

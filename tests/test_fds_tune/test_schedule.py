@@ -25,11 +25,21 @@ def test_schedule_holds_1d_float_tensors():
 @pytest.mark.parametrize(("args", "kwargs", "match"), [
     (({"lr": [0.1]},), {"lr": [0.2]}, r"schedule kinds given twice: got \['lr'\]; must be none"),
     ((), {}, r"schedule: got \{\}; must be at least one hyperparameter kind"),
-    ((), {"lr": []}, r"schedule\['lr'\]: got \[\]; must be a non-empty 1-D sequence of finite values"),
-    ((), {"lr": [[0.1, 0.2]]}, r"schedule\['lr'\]: got \[\[0.1, 0.2\]\]; must be a non-empty 1-D sequence"),
-    ((), {"lr": [0.1, math.nan]}, r"schedule\['lr'\]: got \[0.1, nan\]; must be a non-empty 1-D sequence of finite values"),
+    ((), {"lr": []}, r"schedule\['lr'\]: got \[\]; must be a non-empty 1-D sequence \(or groups x values table\) of finite values"),
+    ((), {"lr": [[[0.1, 0.2]]]}, r"schedule\['lr'\]: got \[\[\[0.1, 0.2\]\]\]; must be a non-empty 1-D sequence \(or groups x values"),
+    ((), {"lr": [0.1, math.nan]}, r"schedule\['lr'\]: got \[0.1, nan\]; must be a non-empty 1-D sequence \(or groups x values table\) of finite"),
     ((), {"momentum": torch.tensor([math.inf])}, r"schedule\['momentum'\]: got \[inf\]; must be .* finite values"),
 ])
 def test_bad_schedules_name_kind_value_and_rule(args, kwargs, match):
     with pytest.raises(ValueError, match=match):
         Schedule(*args, **kwargs)
+
+
+def test_a_kind_per_group_is_a_table_of_rows():
+    s = Schedule(lr=[[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]], momentum=[0.9])
+    assert s.sizes == {"lr": 3, "momentum": 1} and s.group_counts == {"lr": 2, "momentum": 1}
+    torch.testing.assert_close(s.at(4, 6)["lr"], torch.tensor([0.3, 3.0], dtype=torch.float64))
+    table = s.table(["lr", "momentum"], [0, 2, 5], 6)  # slots: lr of group 0, lr of group 1, momentum
+    expected = [[0.1, 1.0, 0.9], [0.2, 2.0, 0.9], [0.3, 3.0, 0.9]]
+    torch.testing.assert_close(table, torch.tensor(expected, dtype=torch.float64))
+    assert s.as_lists()["lr"] == [[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]]
