@@ -112,7 +112,7 @@ def _memory_child(net, horizon, method, group_size, device_type):
         plain_steps(net, device)(stream, val)
     else:
         hypergradients(model, SCHEDULE, stream, val, horizon=horizon, method=method, group_size=group_size or None)
-    out = {"rss_mb": _peak_rss_mb()}
+    out = {"rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         out["cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
     print(json.dumps(out))
@@ -134,7 +134,7 @@ def profile(net, horizon, device, top=15):
     print(table)
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     """Peak RSS of this process.  Linux's VmHWM starts afresh at exec; ``ru_maxrss`` does not
     (it keeps the forking parent's peak, which would hide the child's own)."""
     try:

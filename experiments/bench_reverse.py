@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-from experiments.bench_engine import _peak_rss_mb, interleaved, make_batches, plain_steps
+from experiments.bench_engine import peak_rss_mb, interleaved, make_batches, plain_steps
 from fds_tune import Schedule, hypergradients
 from fds_tune.models import build_model
 
@@ -88,9 +88,9 @@ def child(net, shape, steps, mode, schedule_name, batch):
         return (batch_of(t) for t in range(first, first + n))
 
     schedule, groups = SCHEDULES[schedule_name]
-    base = _peak_rss_mb()
+    base = peak_rss_mb()
     hg = hypergradients(model, schedule, source, [batch_of(-1)], horizon=steps, mode=mode, groups=groups)
-    print(json.dumps({"rss_mb": _peak_rss_mb(), "before_mb": base, "checkpoint_every": hg.checkpoint_every}))
+    print(json.dumps({"rss_mb": peak_rss_mb(), "before_mb": base, "checkpoint_every": hg.checkpoint_every}))
 
 
 def memory(steps, long_steps, long_batch):
