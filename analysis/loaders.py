@@ -137,7 +137,8 @@ def find_trial_dirs(path: str | os.PathLike) -> list[Path]:
 
 
 def long_form(df: pd.DataFrame, column: str = "schedule") -> pd.DataFrame:
-    """One row per value of a dict column (``schedule``, ``hypergrads``, ...).
+    """One row per value of a dict column (``schedule``, ``hypergrads``, ...); a kind given per
+    parameter group shows as one kind ``"<kind>/<group>"`` per group.
 
     Columns: the id and compute columns of ``df``, then ``kind``, ``index``
     (position in the kind's list) and ``value``.  Rows whose ``column`` is
@@ -148,8 +149,8 @@ def long_form(df: pd.DataFrame, column: str = "schedule") -> pd.DataFrame:
     if column in df.columns:
         for rec, d in zip(df[keep].to_dict("records"), df[column]):
             if isinstance(d, Mapping):
-                for kind, values in d.items():
-                    for i, v in enumerate(_as_list(values)):
+                for kind, values in _rows_of(d):
+                    for i, v in enumerate(values):
                         out.append({**rec, "kind": kind, "index": i, "value": _float(v)})
     return pd.DataFrame(out, columns=[*keep, "kind", "index", "value"])
 
@@ -303,7 +304,7 @@ def _expand_schedule(df: pd.DataFrame) -> pd.DataFrame:
     if "schedule" not in df.columns:
         return df
     wide = [
-        {f"{kind}_{i}": _float(v) for kind, values in d.items() for i, v in enumerate(_as_list(values))}
+        {f"{kind}_{i}": _float(v) for kind, values in _rows_of(d) for i, v in enumerate(values)}
         if isinstance(d, Mapping) else {}
         for d in df["schedule"]
     ]
@@ -333,6 +334,19 @@ def _nullable(s: pd.Series) -> pd.Series:
 
 def _is_dict_column(s: pd.Series) -> bool:
     return s.map(lambda v: isinstance(v, Mapping)).any()
+
+
+def _rows_of(d: Mapping) -> list[tuple[str, list]]:
+    """``(kind, values)`` per kind; a kind given per parameter group (a list of rows) gives one
+    ``("kind/g", row)`` per group ``g``."""
+    out = []
+    for kind, values in d.items():
+        values = _as_list(values)
+        if values and all(isinstance(v, (list, tuple, np.ndarray)) for v in values):
+            out += [(f"{kind}/{g}", list(row)) for g, row in enumerate(values)]
+        else:
+            out.append((kind, values))
+    return out
 
 
 def _as_list(values: Any) -> list:

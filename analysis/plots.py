@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -22,7 +23,7 @@ from fds_tune.results import GREEDY_METHODS
 from .curves import WITHIN, aggregate_curves, anytime_curves, best_final_accuracy, method_order, regret
 from .loaders import RUN_EPOCHS, RUN_SECONDS, long_form
 
-__all__ = ["plot_regret", "plot_schedules", "plot_hypergradients", "plot_greedy_trajectories"]
+__all__ = ["plot_regret", "plot_schedules", "plot_hypergradients", "plot_per_step_hypergradients", "plot_greedy_trajectories"]
 
 _AXIS_LABELS = {RUN_SECONDS: "compute (device seconds, summed over trials)", RUN_EPOCHS: "compute (training epochs, summed over trials)"}
 
@@ -75,6 +76,43 @@ def plot_hypergradients(df: pd.DataFrame, path: str | os.PathLike, method: str =
     """The hypergradients ``method`` computed at each outer step: one panel per kind, one line per shared value and run."""
     long = long_form(_rows(df, [method]), "hypergrads").assign(step=_outer_step)
     return _plot_kinds(long, path, "step", "outer step", f"Hypergradients of {method}", "d val. loss / d value")
+
+
+def plot_per_step_hypergradients(df: pd.DataFrame, path: str | os.PathLike, method: str = "fds") -> Path:
+    """Where in training each kind matters: the hypergradient of each inner step's value (reverse
+    mode's ``per_step_hypergrads``, means over bins of ``per_step_bin`` steps) against the inner
+    step, one panel per kind, one line per outer step (darker: later), of the method's first run."""
+    rows = _rows(df, [method])
+    if "per_step_hypergrads" in rows.columns:
+        rows = rows[rows["per_step_hypergrads"].map(lambda v: isinstance(v, Mapping))]
+    else:
+        rows = rows.iloc[:0]
+    if len(rows):
+        rows = rows[rows["run"] == rows["run"].iloc[0]]
+    long = long_form(rows, "per_step_hypergrads")
+    kinds = list(dict.fromkeys(long["kind"])) if len(long) else []
+    fig, axes = _figure(max(len(kinds), 1))
+    title = f"Per-step hypergradients of {method}"
+    if not kinds:
+        axes[0].text(0.5, 0.5, "no data: per-step hypergradients come from engine_mode='reverse'", ha="center", va="center",
+                     transform=axes[0].transAxes, fontsize="small")
+        axes[0].set_axis_off()
+        return _save(fig, path)
+    width = rows.set_index("outer_step")["per_step_bin"].astype(float)
+    long["step"] = (long["index"] + 0.5) * long["outer_step"].map(width)
+    steps = sorted(long["outer_step"].unique())
+    cmap = matplotlib.colormaps["viridis_r"]
+    for ax, kind in zip(axes, kinds):
+        k = long[long["kind"] == kind]
+        for n, (outer, line) in enumerate(k.groupby("outer_step", sort=True)):
+            ax.plot(line["step"], line["value"], color=cmap(n / max(len(steps) - 1, 1)), lw=1, label=f"outer step {int(outer)}")
+        ax.axhline(0.0, color="0.6", lw=0.5)
+        ax.set_title(kind)
+        ax.set_xlabel("inner step")
+        ax.set_ylabel("d val. loss / d value at that step")
+    axes[-1].legend(fontsize="x-small")
+    fig.suptitle(f"{title} (run {rows['run'].iloc[0]})")
+    return _save(fig, path)
 
 
 def plot_greedy_trajectories(df: pd.DataFrame, path: str | os.PathLike, methods: Iterable[str] = GREEDY_METHODS) -> Path:

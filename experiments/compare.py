@@ -478,6 +478,8 @@ def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> 
     if "fds" in set(df["method"]):
         plots["schedules"] = analysis.plot_schedules(df, out / "schedules.png")
         plots["hypergradients"] = analysis.plot_hypergradients(df, out / "hypergradients.png")
+        if "per_step_hypergrads" in df.columns:  # FDS ran reverse mode
+            plots["per_step"] = analysis.plot_per_step_hypergradients(df, out / "per_step_hypergradients.png")
     if set(GREEDY_METHODS) & set(df["method"]):
         plots["greedy"] = analysis.plot_greedy_trajectories(df, out / "greedy.png")
     log("\n" + analysis.to_markdown(table))
