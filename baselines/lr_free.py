@@ -15,7 +15,8 @@ They are not differentiable through FDS's engine and need not be: a run
 ``torch.optim`` object in a plain loop, on the same :class:`~fds_tune.problem.Problem`
 as every other method (split ``problem.split(0)``, initialisation draw 0, the batches
 of :meth:`~fds_tune.problem.Problem.steps`, the device), one epoch per step, no gradient
-clamp (each optimizer as its authors documented it).  It speaks the run protocol;
+clamp (each optimizer as its authors documented it).  Each result reports the step size in
+use (``effective_lr``, also as ``schedule``: ``{"lr": [value]}``).  It speaks the run protocol;
 its state dict holds the optimizer's ``state_dict`` (JSON-safe).  A NaN/inf loss or
 weight ends the run with ``diverged_metrics``.  Its compute is real: every step's
 epochs and seconds.
@@ -165,7 +166,8 @@ class LRFreeRun(TrainingRun):
             recompute_batchnorm(self.model, self.problem.steps(self.train_idx, first, min(BN_BATCHES, taken), self.handover))
         self.state = TrainState(self._copy(self.model.named_parameters()), self._copy(self.model.named_buffers()), (), first + taken)
         diverged = diverged or not all(bool(torch.isfinite(p).all()) for p in self.state.params.values())
-        return {"effective_lr": self.effective_lr()}, diverged
+        lr = self.effective_lr()
+        return {"effective_lr": lr, "schedule": {"lr": [lr]}}, diverged  # the step size in use, as the result contract's schedule
 
     def effective_lr(self) -> float:
         """The step size in use: ``d * lr`` for D-Adaptation and Prodigy, the warmed-up ``lr`` for schedule-free SGD."""
