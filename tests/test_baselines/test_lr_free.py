@@ -9,7 +9,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from baselines.lr_free import WARMUP_FRACTION, LRFreeConfig, LRFreeRun, make_optimizer, recompute_batchnorm
+from baselines.lr_free import (
+    WARMUP_FRACTION,
+    LRFreeConfig,
+    LRFreeRun,
+    make_optimizer,
+    recompute_batchnorm,
+)
 from fds_tune.problem import ProblemConfig, cached_problem
 from fds_tune.results import EPOCHS, LR_FREE_METHODS, SECONDS, diverged_metrics
 from fds_tune.run import run_to_end

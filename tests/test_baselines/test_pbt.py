@@ -2,12 +2,20 @@
 record the schedule they followed (inherited history included), stay within the budget and the ranges,
 and whose best member's followed schedule, replayed from scratch, gives the same weights as the member."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
 from baselines import SpaceConfig, get_baseline
-from baselines.pbt import FOLLOWED, PBTRun, PBTTrainable, interval, member_space, replay_config
+from baselines.pbt import (
+    FOLLOWED,
+    PBTRun,
+    PBTTrainable,
+    interval,
+    member_space,
+    replay_config,
+)
 from baselines.schedule_run import ScheduleRun, base_config
 from fds_tune.checkpoint import CheckpointError
 from fds_tune.problem import ProblemConfig
@@ -38,7 +46,7 @@ def population(request, ray_session, tmp_path_factory):
 def test_members_follow_and_inherit_schedules_within_the_budget_and_ranges(population):
     method, setup, grid = population
     assert not grid.errors and len(grid) == POPULATION
-    assert setup.trainable is PBTTrainable and set(k for k in setup.param_space if k.endswith("_0")) == {"lr_0", "momentum_0", "weight_decay_0"}
+    assert setup.trainable is PBTTrainable and {k for k in setup.param_space if k.endswith("_0")} == {"lr_0", "momentum_0", "weight_decay_0"}
     inherited = 0
     for r in grid:
         history = r.metrics_dataframe
@@ -51,7 +59,7 @@ def test_members_follow_and_inherit_schedules_within_the_budget_and_ranges(popul
         for kind, values in followed.items():
             assert all(RANGES[kind][0] <= v <= RANGES[kind][1] for v in values)
             assert values[-1] == r.config[f"{kind}_0"]  # the last epoch used the member's final values
-        initial = json.loads(open(f"{r.path}/params.json").read())  # the member's own first draw
+        initial = json.loads((Path(r.path) / "params.json").read_text())  # the member's own first draw
         inherited += any(values[0] != initial[f"{kind}_0"] for kind, values in followed.items())
     assert inherited >= 1  # some member's first epoch is its donor's: the history travelled with the checkpoint
     assert sum(r.metrics[EPOCHS] for r in grid) == POPULATION * EPOCHS_PER_MEMBER  # every member's epochs count
