@@ -122,3 +122,11 @@ def test_replay_config_and_the_member_space():
     with pytest.raises(TypeError, match="use replay_config"):
         PBTRun.for_handover(MEMBER, 1)
     assert "ranges" not in get_baseline("pb2").options and "interval_fraction" in get_baseline("pb2").options
+
+
+def test_a_diverging_member_ends_cleanly_with_the_epoch_it_followed():
+    member = PBTRun({**MEMBER, "lr_0": 1e4, "momentum_0": 0.9})
+    results = run_to_end(member)
+    assert len(results) == 1 and member.done and results[0]["diverged"] and results[0]["done"]
+    assert results[0]["val_acc"] == 0.1 and results[0][EPOCHS] <= 1.0  # chance; the steps it took count
+    assert results[0][FOLLOWED] == {"lr": [1e4], "momentum": [0.9], "weight_decay": [1e-4]}
