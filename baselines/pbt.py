@@ -30,8 +30,12 @@ Compute: the population is synchronous (``synch=True``): every member pauses at
 each perturbation time until all have reached it, and a member clones the
 checkpoint its donor wrote at that same time.  So a member's lineage epochs
 (its ``epochs_total``) are exactly the epochs it trained itself, and the
-population's compute is the sum of its members' epochs.  ``compute_s`` is the
-lineage's seconds (the donor's for the epochs before a clone: equal work).
+population's compute is the sum of its members' epochs (each member's last
+``epochs_total``).  ``compute_s`` is the lineage's seconds (the donor's for the
+epochs before a clone: the same number of epochs of the same work), so a member's
+``compute_s`` can drop a little at a clone.  Ray may leave out of a member's log the
+result it reported just before it was exploited (its iterations then skip one);
+that epoch was trained, and its last ``epochs_total`` counts it.
 
 Seeds: ``seed`` seeds the initial population's draws; Ray's PBT perturbs with
 Python's global ``random`` and PB2 with NumPy's global generator (Ray takes no
