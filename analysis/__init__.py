@@ -14,12 +14,12 @@ from .curves import (
     speedup_at_matched_accuracy, speedup_pairs,
 )
 from .loaders import RUN_EPOCHS, RUN_SECONDS, find_trial_dirs, load_results, long_form
-from .plots import plot_greedy_trajectories, plot_hypergradients, plot_per_step_hypergradients, plot_regret, plot_schedules
+from .plots import learned_schedules, plot_greedy_trajectories, plot_hypergradients, plot_per_step_hypergradients, plot_regret, plot_schedules
 from .tables import comparison_table, format_table, to_latex, to_markdown
 
 __all__ = [
     "RUN_EPOCHS", "RUN_SECONDS", "Speedup", "aggregate_curves", "anytime_curves", "best_final_accuracy",
     "common_levels", "comparison_table", "compute_to_reach", "final_choice", "find_trial_dirs", "format_table", "load_results", "long_form",
-    "plot_greedy_trajectories", "plot_hypergradients", "plot_per_step_hypergradients", "plot_regret", "plot_schedules", "regret",
+    "learned_schedules", "plot_greedy_trajectories", "plot_hypergradients", "plot_per_step_hypergradients", "plot_regret", "plot_schedules", "regret",
     "speedup_at_matched_accuracy", "speedup_pairs", "to_latex", "to_markdown",
 ]

@@ -18,12 +18,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from fds_tune.results import GREEDY_METHODS
+from fds_tune.results import GREEDY_METHODS, POPULATION_METHODS
 
 from .curves import WITHIN, aggregate_curves, anytime_curves, best_final_accuracy, method_order, regret
 from .loaders import RUN_EPOCHS, RUN_SECONDS, long_form
 
-__all__ = ["plot_regret", "plot_schedules", "plot_hypergradients", "plot_per_step_hypergradients", "plot_greedy_trajectories"]
+__all__ = [
+    "plot_regret", "plot_schedules", "learned_schedules", "plot_hypergradients", "plot_per_step_hypergradients",
+    "plot_greedy_trajectories",
+]
 
 _AXIS_LABELS = {RUN_SECONDS: "compute (device seconds, summed over trials)", RUN_EPOCHS: "compute (training epochs, summed over trials)"}
 
@@ -60,16 +63,56 @@ def plot_regret(df: pd.DataFrame, path: str | os.PathLike, x: str = RUN_SECONDS)
     return _save(fig, path)
 
 
-def plot_schedules(df: pd.DataFrame, path: str | os.PathLike, method: str = "fds") -> Path:
+def plot_schedules(df: pd.DataFrame, path: str | os.PathLike, method: str = "fds", beside: Iterable[str] = POPULATION_METHODS) -> Path:
     """The schedule ``method`` learned, across outer steps: one panel per kind, one line per
-    shared value and run; step 0 is the initial schedule (``schedule_used`` of step 1)."""
+    shared value and run; step 0 is the initial schedule (``schedule_used`` of step 1).
+
+    Where the results hold a method of ``beside`` (PBT, PB2), a second row shows the learned
+    schedules over training (:func:`learned_schedules`): ``method``'s and theirs, one line per
+    method and run, against the fraction of the training run.
+    """
     rows = _rows(df, [method])
     long = long_form(rows, "schedule").assign(step=_outer_step)
     if "schedule_used" in rows.columns and len(rows):
         first = rows[rows["iteration"] == rows.groupby("run")["iteration"].transform("min")]
         initial = long_form(first, "schedule_used").assign(step=lambda d: _outer_step(d) - 1)
         long = pd.concat([initial, long], ignore_index=True)
-    return _plot_kinds(long, path, "step", "outer step", f"Schedule learned by {method}", "value")
+    title = f"Schedule learned by {method}"
+    if not len(_rows(df, list(beside))):
+        return _plot_kinds(long, path, "step", "outer step", title, "value")
+    learned = learned_schedules(df, [method, *beside])
+    kinds = list(dict.fromkeys([*long["kind"], *learned["kind"]]))
+    fig, axes = _figure(len(kinds), rows=2)
+    _draw_kinds(axes[: len(kinds)], kinds, long, "step", "outer step", "value")
+    _draw_kinds(axes[len(kinds):], kinds, learned, "fraction", "fraction of the training run", "value", color_by="method", steps=True)
+    fig.suptitle(f"{title} (top); learned schedules over training: {', '.join(method_order(learned['method'].unique()))} (bottom)")
+    return _save(fig, path)
+
+
+def learned_schedules(df: pd.DataFrame, methods: Iterable[str]) -> pd.DataFrame:
+    """Each run's learned schedule as it is retrained, in long form (``method, run, trial, kind, index, value``)
+    with ``fraction``: value ``i`` of ``n`` covers the fraction ``[i/n, (i+1)/n)`` of the run (its last
+    value is repeated at 1, for a step plot; ``index`` is 0: one line per run and kind).
+
+    FDS: the ``retrain_schedule`` of its last result (else its last ``schedule``); any other method:
+    the ``schedule`` of its hand-over (the result with ``handover`` true), e.g. PBT's followed schedule.
+    """
+    rows = _rows(df, list(methods))
+    handover = rows["handover"].map(_is_true).astype(bool) if "handover" in rows.columns else pd.Series(False, index=rows.index)
+    retrained = rows["retrain_schedule"].map(lambda v: isinstance(v, Mapping)) if "retrain_schedule" in rows.columns else handover & False
+    chosen = rows[handover | retrained]
+    chosen = chosen.groupby("run", sort=False).tail(1)
+    frames = []
+    for column, part in (("retrain_schedule", chosen[retrained.loc[chosen.index]]), ("schedule", chosen[~retrained.loc[chosen.index]])):
+        if len(part):
+            frames.append(long_form(part, column))
+    long = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["method", "run", "trial", "kind", "index", "value"])
+    if not len(long):
+        return long.assign(fraction=pd.Series(dtype=float))
+    n = long.groupby(["run", "trial", "kind"])["index"].transform("size")
+    long = long.assign(fraction=long["index"].astype(float) / n)
+    ends = long[long["index"] == n - 1].assign(fraction=1.0)
+    return pd.concat([long, ends], ignore_index=True).assign(index=0)
 
 
 def plot_hypergradients(df: pd.DataFrame, path: str | os.PathLike, method: str = "fds") -> Path:
@@ -136,6 +179,10 @@ def plot_greedy_trajectories(df: pd.DataFrame, path: str | os.PathLike, methods:
 # ---- helpers ------------------------------------------------------------------------------
 
 
+def _is_true(v) -> bool:
+    return isinstance(v, (bool, np.bool_)) and bool(v)
+
+
 def _outer_step(long: pd.DataFrame) -> pd.Series:
     """FDS's ``outer_step``; Ray's ``training_iteration`` for a method without one."""
     return long["outer_step" if "outer_step" in long.columns else "iteration"].astype(float)
@@ -157,6 +204,13 @@ def _plot_kinds(long: pd.DataFrame, path, x: str, xlabel: str, title: str, ylabe
     if not kinds:
         axes[0].text(0.5, 0.5, f"no data: {title.lower()}", ha="center", va="center", transform=axes[0].transAxes)
         axes[0].set_axis_off()
+    _draw_kinds(axes, kinds, long, x, xlabel, ylabel, color_by)
+    runs = long["run"].nunique() if len(long) else 0
+    fig.suptitle(title + (f" ({runs} runs, one line style per run)" if runs > 1 else ""))
+    return _save(fig, path)
+
+
+def _draw_kinds(axes, kinds, long: pd.DataFrame, x: str, xlabel: str, ylabel: str, color_by: str = "index", steps: bool = False) -> None:
     for ax, kind in zip(axes, kinds):
         k = long[long["kind"] == kind].sort_values(x, kind="stable")
         colors = {c: f"C{n % 10}" for n, c in enumerate(sorted(k[color_by].unique()))}
@@ -166,22 +220,21 @@ def _plot_kinds(long: pd.DataFrame, path, x: str, xlabel: str, title: str, ylabe
             key = index if color_by == "index" else method
             label = (f"{kind}[{index}]" if color_by == "index" else method) if key not in labelled else None
             labelled.add(key)
-            ax.plot(line[x].astype(float), line["value"], styles[run], color=colors[key], marker=".", label=label)
+            ax.plot(line[x].astype(float), line["value"], styles[run], color=colors[key], marker="" if steps else ".", label=label,
+                    drawstyle="steps-post" if steps else "default")
         ax.set_title(kind)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if not steps:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         if len(colors) > 1 or color_by == "method":
             ax.legend(fontsize="x-small")
-    runs = long["run"].nunique() if len(long) else 0
-    fig.suptitle(title + (f" ({runs} runs, one line style per run)" if runs > 1 else ""))
-    return _save(fig, path)
 
 
-def _figure(panels: int):
-    fig = Figure(figsize=(4.5 * panels + 1.5, 4.0), layout="constrained")
+def _figure(panels: int, rows: int = 1):
+    fig = Figure(figsize=(4.5 * panels + 1.5, 4.0 * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    return fig, [fig.add_subplot(1, panels, i + 1) for i in range(panels)]
+    return fig, [fig.add_subplot(rows, panels, i + 1) for i in range(rows * panels)]
 
 
 def _save(fig: Figure, path) -> Path:

@@ -1,6 +1,8 @@
 """Black-box baselines run through Ray Tune on the same problem and schedule space as FDS.
 
-Methods (``BASELINES``): ``random``, ``hyperband``, ``bohb``, ``tpe``, ``optuna``, ``asha``.
+Methods (``BASELINES``): ``random``, ``hyperband``, ``bohb``, ``tpe``, ``optuna``, ``asha``, and the
+population methods ``pbt``, ``pb2`` (:mod:`baselines.pbt`).  The learning-rate-free optimizers
+(``schedulefree``, ``dadapt``, ``prodigy``: :mod:`baselines.lr_free`) are one run each, not a search.
 Typical use::
 
     from baselines import SpaceConfig, run_baseline
@@ -25,6 +27,11 @@ _EXPORTS = {
     "ScheduleRun": "schedule_run",
     "ScheduleTrainable": "schedule_run",
     "TrainableConfig": "schedule_run",
+    "PBTRun": "pbt",
+    "PBTTrainable": "pbt",
+    "replay_config": "pbt",
+    "LRFreeRun": "lr_free",
+    "LRFreeTrainable": "lr_free",
 }
 
 __all__ = sorted(_EXPORTS)

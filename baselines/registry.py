@@ -36,11 +36,14 @@ from fds_tune import ProblemConfig
 from fds_tune.results import EPOCHS, METRIC, MODE
 from fds_tune.validation import check_int, check_number, fail
 
-from . import asha, bohb, hyperband, optuna_tpe, random_search, tpe
+from . import asha, bohb, hyperband, optuna_tpe, pbt, random_search, tpe
+from .pbt import PBTTrainable, member_space
 from .space import SpaceConfig, check_no_quantized, param_space
 from .schedule_run import ScheduleTrainable, base_config
 
 __all__ = ["Baseline", "TuneSetup", "EpochBudget", "BASELINES", "get_baseline", "run_baseline", "check_pairing"]
+
+BUILT_OPTIONS = ("ranges",)  # keyword arguments of ``make`` that ``build`` supplies from the space, not options
 
 
 @dataclass(frozen=True)
@@ -135,11 +138,14 @@ class Baseline:
     name: str
     make: Callable[..., tuple[Any, Any]]
     summary: str = ""
+    trainable: type = ScheduleTrainable  # a trial: one fixed schedule, or a population member (PBTTrainable)
+    space_of: Callable[[SpaceConfig], SpaceConfig] | None = None  # the space a trial draws from (None: the search space)
     options: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
         params = inspect.signature(self.make).parameters.values()
-        object.__setattr__(self, "options", tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY))
+        keyword = [p.name for p in params if p.kind is p.KEYWORD_ONLY]
+        object.__setattr__(self, "options", tuple(k for k in keyword if k not in BUILT_OPTIONS))
 
     def build(
         self,
@@ -173,11 +179,13 @@ class Baseline:
         unknown = sorted(set(options) - set(self.options))
         if unknown:
             fail("options", unknown[0], f"an option of method {self.name!r}, one of {list(self.options)}")
-        search_alg, scheduler = self.make(seed, max_epochs, space.dims, **options)
+        space = self.space_of(space) if self.space_of is not None else space
+        built = {"ranges": space.ranges} if "ranges" in inspect.signature(self.make).parameters else {}
+        search_alg, scheduler = self.make(seed, max_epochs, space.dims, **built, **options)
         constants = base_config(problem, max_epochs=max_epochs, grad_clamp=grad_clamp, method=self.name, preset=preset)
         return TuneSetup(
             method=self.name,
-            trainable=ScheduleTrainable,
+            trainable=self.trainable,
             param_space={**constants, **param_space(space)},
             search_alg=search_alg,
             scheduler=scheduler,
@@ -234,7 +242,9 @@ def _summary(module) -> str:
 
 
 BASELINES: dict[str, Baseline] = {
-    m.NAME: Baseline(m.NAME, m.make, _summary(m)) for m in (random_search, hyperband, bohb, tpe, optuna_tpe, asha)
+    **{m.NAME: Baseline(m.NAME, m.make, _summary(m)) for m in (random_search, hyperband, bohb, tpe, optuna_tpe, asha)},
+    # the population methods: a trial is a member whose values change during training
+    **{name: Baseline(name, make, _summary(pbt), PBTTrainable, member_space) for name, make in pbt.MAKERS.items()},
 }
 
 

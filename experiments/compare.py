@@ -54,21 +54,25 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
 import analysis
-from baselines import ScheduleTrainable, SpaceConfig, get_baseline
+from baselines import SpaceConfig, get_baseline
 from baselines.greedy import GREEDY_METHODS as GREEDY_TRAINABLES
 from baselines.greedy import SHARED_KEYS
+from baselines.lr_free import LRFreeRun, LRFreeTrainable
+from baselines.pbt import FOLLOWED, replay_config
+from baselines.schedule_run import ScheduleRun
 from fds_tune import PRESETS, FDSConfig, FDSTrainable, ProblemConfig, fds_config
 from fds_tune.cost import plain_epoch_seconds
 from fds_tune.problem import cached_problem
-from fds_tune.problems import resolve_problem
-from fds_tune.results import BLACK_BOX_METHODS, EPOCHS, GREEDY_METHODS, METHODS, METRIC, MODE, SECONDS
+from fds_tune.results import (
+    BLACK_BOX_METHODS, EPOCHS, GREEDY_METHODS, LR_FREE_METHODS, METHODS, METRIC, MODE, POPULATION_METHODS, SECONDS,
+)
 from fds_tune.run import run_to_end
 from fds_tune.trainable import cpu_unless_given_a_gpu
 from fds_tune.validation import check, check_choice, check_int, check_number, check_optional, fail, is_int
 
 __all__ = [
     "COMPARE_PRESETS", "CompareSpec", "compare", "write_report", "search_space", "Progress", "trial_resources", "seed_list",
-    "compute_caption",
+    "compute_caption", "population_size", "final_member",
 ]
 
 DONE_MARKER = ".fds_tune_done"
@@ -78,6 +82,11 @@ NOT_RESUMABLE = {
     "bohb": "BOHB cannot be resumed: TuneBOHB fails after Tuner.restore (a known upstream problem).",
     "hyperband": "HyperBand cannot be resumed: Ray Tune does not checkpoint the HyperBand scheduler's brackets, "
     "so its paused trials would never resume after Tuner.restore.",
+    **{
+        m: f"{m.upper()} cannot be resumed: Ray Tune does not checkpoint the population's scheduler state "
+        "(scores, perturbation times), so its synchronous population would not resume after Tuner.restore."
+        for m in POPULATION_METHODS
+    },
 }
 QUIET_ENV = {
     "RAY_AIR_NEW_OUTPUT": "0",
@@ -190,12 +199,12 @@ def _experiment(
     """
     fds = resolved_config(preset, spec, seed)
     name = f"{method}-seed{seed}"
-    if method in BLACK_BOX_METHODS:
+    if method in BLACK_BOX_METHODS or method in POPULATION_METHODS:
         setup = get_baseline(method).build(
             search_space(fds, spec),
             fds.problem,
             max_epochs=spec.max_epochs,
-            num_samples=spec.num_samples or UNCAPPED,
+            num_samples=population_size(spec, budget) if method in POPULATION_METHODS else spec.num_samples or UNCAPPED,
             seed=seed,
             grad_clamp=fds.grad_clamp,
             preset=preset,
@@ -208,6 +217,9 @@ def _experiment(
     if method in GREEDY_METHODS:
         trainable = GREEDY_TRAINABLES[method]
         space = {**{k: v for k, v in fds.to_dict().items() if k in SHARED_KEYS}, "epochs": spec.max_epochs, **knob_grid(method, fds)}
+    elif method in LR_FREE_METHODS:  # one run of max_epochs epochs, as HD and greedy
+        trainable = LRFreeTrainable
+        space = {**dataclasses.asdict(fds.problem), "epochs": spec.max_epochs, "method": method, "preset": preset}
     else:  # FDS
         trainable, space = FDSTrainable, fds.to_dict()
     trainable = tune.with_resources(trainable, dict(resources))
@@ -223,6 +235,12 @@ def _experiment(
         trainable, param_space=space, tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=1, reuse_actors=True),
         run_config=run_config,
     )
+
+
+def population_size(spec: CompareSpec, budget: float) -> int:
+    """PBT's and PB2's population: the members that ``budget`` epochs train for ``max_epochs`` each
+    (at least 2; ``num_samples``, where given, instead), so that they spend the black-box budget."""
+    return spec.num_samples or max(2, math.floor(budget / spec.max_epochs))
 
 
 def resolved_config(preset: str, spec: CompareSpec, seed: int) -> FDSConfig:
@@ -372,8 +390,9 @@ def compare(
     started = time.time()
     for seed in seeds:
         for method in methods:
-            expected = spec.num_samples if method in BLACK_BOX_METHODS else GRID_SIZES.get(method, 1)
-            progress = Progress(f"{method} seed {seed}", expected, budget if method in BLACK_BOX_METHODS else None)
+            searches = method in BLACK_BOX_METHODS or method in POPULATION_METHODS  # trials until the budget is spent
+            expected = population_size(spec, budget) if method in POPULATION_METHODS else spec.num_samples if searches else GRID_SIZES.get(method, 1)
+            progress = Progress(f"{method} seed {seed}", expected, budget if searches else None)
             log(f"== {method}, seed {seed} ({time.time() - started:.0f}s elapsed)")
             path = storage / f"{method}-seed{seed}"
             _run_one(method, path, _experiment(method, seed, preset, spec, budget, storage, progress, resources), resume, log)
@@ -409,16 +428,18 @@ def hand_over(path: Path, method: str, epochs: int, resources: Mapping[str, floa
     search in ``path``) retrained from scratch on the full training set for ``epochs`` epochs and
     tested once (:meth:`~fds_tune.run.TrainingRun.for_handover`), in a Ray task with a trial's
     resources.  Its results are written as one more trial of the experiment (``handover/``), so
-    that its compute counts towards the method's and its test accuracy is the method's answer."""
+    that its compute counts towards the method's and its test accuracy is the method's answer.
+    PBT's and PB2's choice is the best final member's followed schedule (:func:`final_member`),
+    replayed as a schedule (:func:`baselines.pbt.replay_config`)."""
     target = path / HANDOVER_DIR
     if (target / DONE_MARKER).exists():
         return
-    chosen = incumbent(path)
+    chosen = final_member(path) if method in POPULATION_METHODS else incumbent(path)
     if chosen is None:
         log(f"[{path.name}] nothing to hand over: every result of the search diverged (the method's answer is chance)")
         return
     trial_dir, config = chosen
-    run_type = (GREEDY_TRAINABLES[method] if method in GREEDY_METHODS else ScheduleTrainable).RUN
+    run_type = _run_type(method)
     results = ray.get(_as_trial(_hand_over_task, resources).remote(run_type, config, epochs))
     trial_id = f"{json.loads((trial_dir / 'result.json').read_text().splitlines()[0])['trial_id']}-handover"
     lines = [
@@ -436,6 +457,15 @@ def hand_over(path: Path, method: str, epochs: int, resources: Mapping[str, floa
     (tmp / DONE_MARKER).write_text("done\n")
     tmp.rename(target)
     log(f"[{path.name}] hand-over of {trial_dir.name}: test accuracy {results[-1].get('handover_test_acc', float('nan')):.4f}")
+
+
+def _run_type(method: str) -> type:
+    """The run class that hands over ``method``'s choice."""
+    if method in GREEDY_METHODS:
+        return GREEDY_TRAINABLES[method].RUN
+    if method in LR_FREE_METHODS:
+        return LRFreeRun
+    return ScheduleRun  # a black-box trial's schedule, or PBT's followed schedule
 
 
 def _hand_over_task(run_type: type, config: Mapping[str, Any], epochs: int) -> list[dict[str, Any]]:
@@ -457,6 +487,23 @@ def incumbent(path: Path) -> tuple[Path, dict[str, Any]] | None:
     fail("path", str(path), f"an experiment holding the chosen trial {choice['trial']!r}")
 
 
+def final_member(path: Path) -> tuple[Path, dict[str, Any]] | None:
+    """PBT's (PB2's) choice: the trial directory of the best final member by validation (each member's
+    last result; diverged ones never count) and the replay config of the schedule it followed
+    (:func:`baselines.pbt.replay_config`).  None when every member diverged."""
+    trials = [d for d in analysis.find_trial_dirs(path) if d.name != HANDOVER_DIR]
+    df = analysis.load_results(trials)
+    last = df[df["iteration"] == df.groupby("trial")["iteration"].transform("max")]
+    last = last[~last["diverged"] & last[METRIC].notna()]
+    if last.empty:
+        return None
+    best = last.loc[last[METRIC].idxmax()]  # ties: the first in the frame's order (by run, wall clock)
+    for d in trials:
+        if json.loads((d / "result.json").read_text().splitlines()[0])["trial_id"] == best["trial"]:
+            return d, replay_config(json.loads((d / "params.json").read_text()), best[FOLLOWED])
+    fail("path", str(path), f"an experiment holding the chosen member {best['trial']!r}")
+
+
 def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Results CSV, table and plots from the experiments under ``out/ray`` (no Ray needed)."""
     out = Path(out)
@@ -475,8 +522,9 @@ def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> 
     (out / "table.md").write_text(analysis.to_markdown(table) + "\n")
     (out / "table.tex").write_text(analysis.to_latex(table, caption=caption) + "\n")
     plots = {"regret": analysis.plot_regret(df, out / "regret.png")}
-    if "fds" in set(df["method"]):
+    if "fds" in set(df["method"]) or set(POPULATION_METHODS) & set(df["method"]):
         plots["schedules"] = analysis.plot_schedules(df, out / "schedules.png")
+    if "fds" in set(df["method"]):
         plots["hypergradients"] = analysis.plot_hypergradients(df, out / "hypergradients.png")
         if "per_step_hypergrads" in df.columns:  # FDS ran reverse mode
             plots["per_step"] = analysis.plot_per_step_hypergradients(df, out / "per_step_hypergradients.png")

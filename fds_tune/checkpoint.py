@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["atomic_write_bytes", "save_json", "load_json", "encode_tensors", "decode_tensors", "CheckpointError", "FORMAT_VERSION"]
+__all__ = ["atomic_write_bytes", "save_json", "load_json", "saved_config", "encode_tensors", "decode_tensors", "CheckpointError", "FORMAT_VERSION"]
 
 STATE_FILE = "state.json"
 FORMAT_VERSION = 2  # of every run's checkpoint (2: one JSON file, tensors inside as base64)
@@ -69,6 +69,17 @@ def load_json(directory: str | os.PathLike, kind: str, version: int, config: Map
         diff = sorted(k for k in set(config) | set(payload.get("config", {})) if payload["config"].get(k) != json.loads(json.dumps({k: config.get(k)}, allow_nan=True))[k])
         raise CheckpointError(f"checkpoint: {path} was written for a different config (keys differ: {diff})")
     return payload["state"]
+
+
+def saved_config(directory: str | os.PathLike) -> dict[str, Any] | None:
+    """The config a checkpoint in ``directory`` was written for; None when there is no readable one
+    (:func:`load_json` then says why)."""
+    try:
+        payload = json.loads((Path(directory) / STATE_FILE).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    config = payload.get("config") if isinstance(payload, dict) else None
+    return config if isinstance(config, dict) else None
 
 
 def encode_tensors(tree: Any) -> Any:

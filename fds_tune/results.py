@@ -17,7 +17,7 @@ import math
 
 __all__ = [
     "METRIC", "MODE", "EPOCHS", "SECONDS", "COMMON_COLUMNS", "DIVERGED_LOSS", "diverged_metrics", "finite_or",
-    "METHODS", "FDS_METHODS", "GREEDY_METHODS", "BLACK_BOX_METHODS",
+    "METHODS", "FDS_METHODS", "GREEDY_METHODS", "BLACK_BOX_METHODS", "POPULATION_METHODS", "LR_FREE_METHODS",
 ]
 
 METRIC = "val_acc"  # what every search maximises
@@ -33,7 +33,12 @@ COMMON_COLUMNS = ("method", "seed", "preset", "val_acc", "val_loss", "test_acc",
 FDS_METHODS: tuple[str, ...] = ("fds",)
 GREEDY_METHODS: tuple[str, ...] = ("hd", "greedy")
 BLACK_BOX_METHODS: tuple[str, ...] = ("random", "hyperband", "bohb", "tpe", "optuna", "asha")
-METHODS: tuple[str, ...] = FDS_METHODS + GREEDY_METHODS + BLACK_BOX_METHODS
+# Population-based training (Ray Tune's PBT and PB2): a population of runs whose hyperparameters
+# change during training; the learned schedule is what the best final member followed.
+POPULATION_METHODS: tuple[str, ...] = ("pbt", "pb2")
+# Learning-rate-free optimizers, one run each: schedule-free SGD, D-Adaptation SGD, Prodigy.
+LR_FREE_METHODS: tuple[str, ...] = ("schedulefree", "dadapt", "prodigy")
+METHODS: tuple[str, ...] = FDS_METHODS + GREEDY_METHODS + BLACK_BOX_METHODS + POPULATION_METHODS + LR_FREE_METHODS
 
 
 def diverged_metrics(num_classes: int) -> dict[str, float | bool]:

@@ -1,5 +1,7 @@
-"""The run protocol, one suite for every run kind (FDS, black-box schedule runs, HD, greedy forward mode):
+"""The run protocol, one suite for every run kind (FDS, black-box schedule runs, HD, greedy forward mode,
+population members of PBT/PB2, the learning-rate-free optimizers):
 pause and resume through the JSON-safe state dict, and checkpoints through the one Ray shell."""
+import dataclasses
 import json
 
 import pytest
@@ -7,18 +9,27 @@ import torch
 
 from baselines import ScheduleTrainable
 from baselines.greedy import GreedyTrainable, HDTrainable
+from baselines.lr_free import LRFreeTrainable
+from baselines.pbt import PBTTrainable
 from baselines.schedule_run import base_config
 from fds_tune import FDSTrainable, ProblemConfig, Run
 from fds_tune.checkpoint import FORMAT_VERSION, CheckpointError
 from fds_tune.results import COMMON_COLUMNS, SECONDS
 
 SCHEDULE = {"lr_0": 0.3, "lr_1": 0.1, "momentum_0": 0.9, "weight_decay_0": 1e-4}
+MEMBER = {"lr_0": 0.1, "momentum_0": 0.9, "weight_decay_0": 1e-4}  # a population member: one value per kind
 # kind -> (shell, config of a run that takes at least 3 steps, a change that makes another config)
 RUNS = {
     "fds": (FDSTrainable, {"preset": "digits", "epochs": [1, 1, 1], "retrain_epochs": 1}, {"seed": 1}),
     "schedule": (ScheduleTrainable, base_config(ProblemConfig(device="cpu"), max_epochs=3) | SCHEDULE, {"lr_0": 0.2}),
     "hd": (HDTrainable, {"epochs": 3}, {"hyper_lr": {"lr": 0.5}}),
     "greedy": (GreedyTrainable, {"epochs": 2, "window": 7}, {"window": 5}),  # 10 steps per epoch: windows cross epochs
+    # a member takes another member's checkpoint (other schedule values): another config is another problem
+    "pbt": (PBTTrainable, base_config(ProblemConfig(device="cpu"), max_epochs=3, method="pbt") | MEMBER, {"seed": 1}),
+    **{
+        m: (LRFreeTrainable, dataclasses.asdict(ProblemConfig(device="cpu")) | {"epochs": 3, "method": m}, {"lr": 0.5})
+        for m in ("schedulefree", "dadapt", "prodigy")
+    },
 }
 UNTIMED = (SECONDS, "step_time_s")  # wall-clock columns differ between two runs of the same work
 

@@ -58,3 +58,25 @@ def test_a_kind_learned_per_group_is_one_kind_per_group_in_long_form():
     assert list(zip(long["kind"], long["index"], long["value"])) == [
         ("lr/0", 0, 0.1), ("lr/0", 1, 0.2), ("lr/1", 0, 0.3), ("lr/1", 1, 0.4), ("momentum", 0, 0.9),
     ]
+
+
+def test_learned_schedules_put_pbts_followed_schedule_beside_fds(tmp_path):
+    """FDS's retrained schedule and PBT's hand-over schedule, as step functions over the fraction of training."""
+    import pandas as pd
+
+    from analysis import learned_schedules
+
+    fds_last = {"method": "fds", "run": "fds-seed0/seed=0", "trial": "f", "iteration": 2, "handover": None,
+                "schedule": {"lr": [0.3, 0.2]}, "retrain_schedule": {"lr": [0.1, 0.05]}}
+    fds_first = {**fds_last, "iteration": 1, "retrain_schedule": None}
+    pbt_search = {"method": "pbt", "run": "pbt-seed0/seed=0", "trial": "p", "iteration": 3, "handover": None,
+                  "schedule": {"lr": [0.4]}, "retrain_schedule": None}
+    pbt_hand = {**pbt_search, "trial": "p-handover", "iteration": 1, "handover": True, "schedule": {"lr": [0.2, 0.2, 0.1]}}
+    df = pd.DataFrame([fds_first, fds_last, pbt_search, pbt_hand])
+    learned = learned_schedules(df, ["fds", "pbt"])
+    by_method = {m: list(zip(g["fraction"], g["value"])) for m, g in learned.groupby("method")}
+    assert by_method["fds"] == [(0.0, 0.1), (0.5, 0.05), (1.0, 0.05)]
+    assert by_method["pbt"] == [(0.0, 0.2), (1 / 3, 0.2), (2 / 3, 0.1), (1.0, 0.1)]
+    two_rows = plot_schedules(df.assign(outer_step=df["iteration"]), tmp_path / "beside.png")
+    one_row = plot_schedules(df[df["method"] == "fds"], tmp_path / "fds_only.png")
+    assert _is_png(two_rows) and _is_png(one_row) and two_rows.stat().st_size > one_row.stat().st_size

@@ -12,10 +12,28 @@ METHODS = ["random", "hyperband", "bohb", "tpe", "optuna", "asha"]
 
 
 def test_registry_holds_every_method():
-    assert sorted(BASELINES) == sorted(METHODS)
+    assert sorted(BASELINES) == sorted(METHODS + ["pbt", "pb2"])
     assert all(b.summary for b in BASELINES.values())
     with pytest.raises(ValueError, match=r"method: got 'grid'; must be one of \['random'"):
         get_baseline("grid")
+
+
+@pytest.mark.parametrize("method", ["pbt", "pb2"])
+def test_a_population_method_bundles_members_with_one_value_per_kind_in_the_search_ranges(method, build, problem):
+    from baselines.pbt import PBTTrainable
+
+    setup = build(method)
+    assert setup.trainable is PBTTrainable and setup.num_samples == 4
+    assert set(setup.param_space) == set(base_config(problem, max_epochs=3)) | {"lr_0", "momentum_0", "weight_decay_0"}
+    bounds = {k: (d.lower, d.upper) for k, d in setup.param_space.items() if k.endswith("_0")}
+    assert bounds == {"lr_0": (0.0, 1.0), "momentum_0": (0.0, 0.99), "weight_decay_0": (0.0, 3e-3)}  # the black-box ranges
+    assert setup.scheduler._perturbation_interval == 1 and setup.scheduler._synch  # a fifth of 3 epochs: at least 1
+    if method == "pbt":
+        assert {k: (d.lower, d.upper) for k, d in setup.scheduler._hyperparam_mutations.items()} == bounds
+        clipped = setup.scheduler._custom_explore_fn({"lr_0": 1.2, "momentum_0": -0.1, "weight_decay_0": 1e-3})
+        assert clipped == {"lr_0": 1.0, "momentum_0": 0.0, "weight_decay_0": 1e-3}  # explored values stay in range
+    else:
+        assert {k: tuple(v) for k, v in setup.scheduler._hyperparam_bounds.items()} == bounds
 
 
 @pytest.mark.parametrize("method", METHODS)

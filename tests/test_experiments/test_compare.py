@@ -1,5 +1,6 @@
 """experiments/compare.py: the preset table, its validation, seeds, trial resources and the compute caption, and
 `fds-tune compare` end to end through real Ray Tune on tiny budgets (those tests are marked e2e)."""
+import ast
 import json
 import os
 import re
@@ -14,7 +15,7 @@ import analysis
 from experiments.cli import main
 from experiments.compare import COMPARE_PRESETS, CompareSpec, compare, compute_caption, seed_list, trial_resources
 from fds_tune import PRESETS
-from fds_tune.results import METHODS
+from fds_tune.results import LR_FREE_METHODS, METHODS, POPULATION_METHODS
 from support.datasets import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,13 +207,50 @@ def test_every_method_but_fds_hands_over_its_choice_by_validation(digits_run):
         search = runs[runs["handover"] != True]  # noqa: E712
         assert hand["trial"].nunique() == 1 and hand["epochs_total"].max() == 1  # --set retrain_epochs=1
         assert hand["val_acc"].isna().all()  # trained on the validation split too: never chosen by validation
-        best = search[~search["diverged"]].sort_values(["val_acc", "val_loss"], ascending=[False, True], kind="stable").iloc[0]
+        chosen_from = search
+        if method in POPULATION_METHODS:  # the best final member (each member's last result)
+            chosen_from = search[search["iteration"] == search.groupby("trial")["iteration"].transform("max")]
+        best = chosen_from[~chosen_from["diverged"]].sort_values(["val_acc", "val_loss"], ascending=[False, True], kind="stable").iloc[0]
         assert hand["trial"].iloc[0] == f"{best['trial']}-handover"
         final = hand["handover_test_acc"].dropna()
         assert len(final) == 1 and float(rows[method]["Test acc. (%)"].split()[0]) == pytest.approx(100 * final.iloc[0], abs=0.006)
-        assert runs["run_compute_s"].max() == pytest.approx(search.groupby("trial")["compute_s"].max().sum() + hand["compute_s"].max())
+        if method not in POPULATION_METHODS:  # a member's seconds are its lineage's: see test_population_methods_...
+            assert runs["run_compute_s"].max() == pytest.approx(search.groupby("trial")["compute_s"].max().sum() + hand["compute_s"].max())
     calibration = json.loads((digits_run / "calibration.json").read_text())
     assert calibration["plain_epoch_s"] > 0 and (csv["plain_epoch_s"] == calibration["plain_epoch_s"]).all()
+
+
+@pytest.mark.e2e
+def test_population_methods_spend_the_budget_and_hand_over_the_followed_schedule(digits_run):
+    """PBT and PB2: a population of budget / max_epochs = 2 members, 2 epochs each (every member's epochs count);
+    the hand-over retrains the schedule the best final member followed (one value per epoch), labelled as the method."""
+    csv = pd.read_csv(digits_run / "results.csv")
+    for method in POPULATION_METHODS:
+        rows = csv[csv["method"] == method]
+        search, hand = rows[rows["handover"] != True], rows[rows["handover"] == True]  # noqa: E712
+        assert search["trial"].nunique() == 2 and search.groupby("trial")["epochs_total"].max().tolist() == [2.0, 2.0]
+        assert search["run_epochs"].max() == 4.0  # --budget 4, spent exactly
+        last = search[search["iteration"] == search.groupby("trial")["iteration"].transform("max")]
+        best = last.sort_values(["val_acc", "val_loss"], ascending=[False, True], kind="stable").iloc[0]
+        followed = ast.literal_eval(best["followed"])  # a dict column, as the CSV writes it
+        replayed = json.loads((digits_run / "ray" / f"{method}-seed0" / "handover" / "params.json").read_text())
+        assert {k: [replayed[f"{k}_{e}"] for e in range(2)] for k in followed} == followed and replayed["max_epochs"] == 2
+        assert hand[["lr_0", "lr_1"]].iloc[-1].tolist() == followed["lr"]  # the hand-over's schedule: the followed one
+        assert (search[[c for c in search.columns if c.startswith("lr_")]].dropna(axis=1) <= 0.5).all().all()  # --range lr=0,0.5
+    learned = analysis.learned_schedules(analysis.load_results(digits_run / "ray"), ["fds", *POPULATION_METHODS])
+    assert set(learned["method"]) == {"fds", *POPULATION_METHODS}  # the schedules plot shows them beside FDS's
+
+
+@pytest.mark.e2e
+def test_lr_free_methods_train_one_run_and_hand_over_the_same_optimizer(digits_run):
+    csv = pd.read_csv(digits_run / "results.csv")
+    for method in LR_FREE_METHODS:
+        rows = csv[csv["method"] == method]
+        search, hand = rows[rows["handover"] != True], rows[rows["handover"] == True]  # noqa: E712
+        assert search["trial"].nunique() == 1 and search["epochs_total"].tolist() == [1.0, 2.0]  # --max-epochs 2
+        assert (search["effective_lr"] > 0).all() and (search["compute_s"] > 0).all()
+        config = json.loads((digits_run / "ray" / f"{method}-seed0" / "handover" / "params.json").read_text())
+        assert config["method"] == method and hand["handover_test_acc"].notna().sum() == 1
 
 
 @pytest.mark.e2e
