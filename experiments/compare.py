@@ -63,6 +63,7 @@ from baselines.schedule_run import ScheduleRun
 from fds_tune import PRESETS, FDSConfig, FDSTrainable, ProblemConfig, fds_config
 from fds_tune.cost import plain_epoch_seconds
 from fds_tune.problem import cached_problem
+from fds_tune.problems import resolve_problem
 from fds_tune.results import (
     BLACK_BOX_METHODS, EPOCHS, GREEDY_METHODS, LR_FREE_METHODS, METHODS, METRIC, MODE, POPULATION_METHODS, SECONDS,
 )
