@@ -38,7 +38,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from fds_tune import ProblemConfig, TrainingRun, TrainState
 from fds_tune.results import LR_FREE_METHODS
@@ -129,8 +128,9 @@ class LRFreeRun(TrainingRun):
     KIND = "lr_free_run"
     METHOD = "lr_free"
 
-    def __init__(self, config: Mapping[str, Any] | LRFreeConfig, handover: bool = False):
-        super().__init__(config if isinstance(config, LRFreeConfig) else LRFreeConfig.from_dict(config), handover)
+    def __init__(self, config: Mapping[str, Any] | LRFreeConfig, handover: bool = False, problem=None):
+        config = config if isinstance(config, LRFreeConfig) else LRFreeConfig.from_dict(config)
+        super().__init__(config, handover, problem)  # problem: a user's, as for every run (None: the one config names)
         self.optimizer = make_optimizer(self.config.method, self.model.parameters(), self.config.lr, self.horizon)
         self.schedule_free = self.config.method == "schedulefree"
 
@@ -154,7 +154,7 @@ class LRFreeRun(TrainingRun):
         taken, diverged = 0, False
         for x, y in batches:
             self.optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(self.model(x), y)
+            loss = self.problem.loss(self.model(x), y)
             taken += 1
             if not math.isfinite(loss.item()):
                 diverged = True

@@ -67,8 +67,8 @@ class PBTRun(ScheduleRun):
     KIND = "pbt_run"
     METHOD = "pbt"
 
-    def __init__(self, config, handover: bool = False):
-        super().__init__(config, handover)
+    def __init__(self, config, handover: bool = False, problem=None):
+        super().__init__(config, handover, problem)
         sizes = self.schedule.sizes
         check("schedule sizes", sizes, set(sizes.values()) == {1}, "one value per kind (a population member's current values)")
         self.followed: dict[str, list[float]] = {kind: [] for kind in self.schedule}
