@@ -71,9 +71,10 @@ def fds_steps(net, device, method, group_size=None):
     return lambda batches, val: hypergradients(model, SCHEDULE, batches, val, method=method, group_size=group_size)
 
 
-def interleaved(runners: dict, batches, val, rounds: int, device) -> dict:
+def interleaved(runners: dict, batches, val, rounds: int, device, timed_first: bool = False) -> dict:
     """Seconds per step of each runner, measured in alternation (round-robin), so that a change
-    of load on a shared machine hits every runner alike.  The first round is a warm-up."""
+    of load on a shared machine hits every runner alike.  The first round is a warm-up (with
+    ``timed_first``: there is no warm-up round, the caller warmed up; ``rounds`` + 1 rounds are timed)."""
     totals = {k: 0.0 for k in runners}
     for r in range(rounds + 1):
         for name, run in runners.items():
@@ -81,9 +82,10 @@ def interleaved(runners: dict, batches, val, rounds: int, device) -> dict:
             t0 = time.perf_counter()
             run(batches, val)
             _sync(device)
-            if r > 0:
+            if r > 0 or timed_first:
                 totals[name] += time.perf_counter() - t0
-    return {k: v / (rounds * len(batches)) for k, v in totals.items()}
+    timed = rounds + 1 if timed_first else rounds
+    return {k: v / (timed * len(batches)) for k, v in totals.items()}
 
 
 def _sync(device):

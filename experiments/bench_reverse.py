@@ -29,6 +29,7 @@ from experiments.bench_engine import peak_rss_mb, interleaved, make_batches, pla
 from fds_tune import Schedule, hypergradients
 from fds_tune.models import build_model
 
+WARMUP_STEPS = 5  # steps of every runner before the timed round (first calls pay lazy imports and allocations)
 LR7 = [0.05, 0.045, 0.04, 0.03, 0.02, 0.01, 0.005]
 SCHEDULES = {
     "5+1+1": (Schedule(lr=LR7[:5], momentum=[0.9], weight_decay=[5e-4]), None),
@@ -52,7 +53,7 @@ def timed(net, shape, steps, forward_steps, rounds, device, schedules):
         runners[f"forward {name}"] = engine(net, shape, schedule, groups, "forward", device)
     horizons = {k: forward_steps if k.startswith("forward") else steps for k in runners}
     t = interleaved_horizons(runners, batches, val, horizons, rounds, device)
-    print(f"\n## {net}, batch 128, {rounds} round(s) after a warm-up ({device.type}, {torch.get_num_threads()} threads); "
+    print(f"\n## {net}, batch 128, {rounds} round(s) after a {WARMUP_STEPS}-step warm-up ({device.type}, {torch.get_num_threads()} threads); "
           f"plain and reverse over {steps} steps, forward over {forward_steps}")
     print(f"plain torch.optim.SGD: {1e3 * t['plain']:.2f} ms/step")
     for name in schedules:
@@ -62,12 +63,18 @@ def timed(net, shape, steps, forward_steps, rounds, device, schedules):
     return t
 
 
-def interleaved_horizons(runners, batches, val, horizons, rounds, device):
-    """Seconds per step of each runner over its own horizon, in one round-robin run."""
+def interleaved_horizons(runners, batches, val, horizons, rounds, device, warmup=WARMUP_STEPS):
+    """Seconds per step of each runner over its own horizon, in one round-robin run after a short
+    warm-up (``warmup`` steps of every runner)."""
+    for run in runners.values():
+        run(batches[:warmup], val)
     per_runner = {k: (lambda run, h: lambda b, v: run(b[:h], v))(run, horizons[k]) for k, run in runners.items()}
-    totals = interleaved(per_runner, batches, val, rounds, device)  # seconds per len(batches) steps
+    totals = {k: 0.0 for k in runners}
+    for _ in range(rounds):
+        t = interleaved(per_runner, batches, val, 0, device, timed_first=True)  # seconds per len(batches) steps
+        totals = {k: totals[k] + v for k, v in t.items()}
     n = len(batches)
-    return {k: v * n / horizons[k] for k, v in totals.items()}
+    return {k: v * n / horizons[k] / rounds for k, v in totals.items()}
 
 
 def peak(net, shape, steps, mode, schedule_name, batch) -> dict:
