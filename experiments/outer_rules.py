@@ -20,6 +20,7 @@ question is how fast a rule climbs from zero, which the subset keeps at ~1/10 of
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import torch
 from analysis.outer_rules import markdown, rule_table, runs_frame
 from fds_tune import Problem, Schedule, fds_config
 from fds_tune.cost import plain_epoch_seconds
-from fds_tune.data import Dataset, load_dataset
+from fds_tune.spec import ProblemSpec, TensorData, builtin_problem
 from fds_tune.learner import FDSLearner, retrain_schedule
 from fds_tune.outer import OUTER_RULES
 
@@ -40,19 +41,19 @@ PROBLEMS = {
 }
 
 
-def load(overrides: dict, keep: int | None) -> Dataset:
-    """The dataset of the FDS config ``overrides``, its training set cut to ``keep`` images of a fixed permutation."""
-    data = load_dataset(fds_config(overrides).dataset)
+def load(overrides: dict, keep: int | None) -> ProblemSpec:
+    """The problem of the FDS config ``overrides``, its training set cut to ``keep`` images of a fixed permutation."""
+    spec = builtin_problem(fds_config(overrides).problem)
     if keep is None:
-        return data
-    idx = torch.randperm(len(data.y_train), generator=torch.Generator().manual_seed(0))[:keep]
-    return Dataset(data.name, data.x_train[idx], data.y_train[idx], data.x_test, data.y_test, data.num_classes, data.augment)
+        return spec
+    idx = torch.randperm(len(spec.train), generator=torch.Generator().manual_seed(0))[:keep]
+    return dataclasses.replace(spec, train=TensorData("train", spec.train.x[idx], spec.train.y[idx]))
 
 
-def run_one(config: dict, data: Dataset, plain_epoch_s: float) -> dict:
+def run_one(config: dict, data: ProblemSpec, plain_epoch_s: float) -> dict:
     """One FDS run; after each outer step its incumbent's hand-over (cached per schedule, reporting only)."""
     cfg = fds_config(config)
-    problem = Problem(cfg.problem, dataset=data)
+    problem = Problem(cfg.problem, data)
     learner, handovers, steps = FDSLearner(cfg, problem), {}, []
     while not learner.done:
         r = learner.step()
@@ -78,7 +79,7 @@ def main(out: str, problems=PROBLEMS, rules=tuple(OUTER_RULES), seeds=(0, 1, 2),
     for name, (overrides, keep) in problems.items():
         data, calib = load(overrides, keep), out / f"plain_epoch_s_{name}.json"
         if not (resume and calib.exists()):  # compute in plain epochs: one calibration per problem, kept on resume
-            calib.write_text(json.dumps(plain_epoch_seconds(Problem(fds_config(overrides).problem, dataset=data))))
+            calib.write_text(json.dumps(plain_epoch_seconds(Problem(fds_config(overrides).problem, data))))
         plain_epoch_s = json.loads(calib.read_text())
         for rule in rules:
             for seed in seeds:

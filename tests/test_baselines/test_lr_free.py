@@ -45,7 +45,7 @@ def test_schedule_free_evaluates_its_averaged_weights():
         optimizer.zero_grad()
         F.cross_entropy(model(x), y).backward()
         optimizer.step()
-    x_val, y_val = problem.data.x_train[run.val_idx], problem.data.y_train[run.val_idx]
+    x_val, y_val = problem.train_data.x[run.val_idx], problem.train_data.y[run.val_idx]
     model.eval()
     with torch.no_grad():
         loss_at_y = float(F.cross_entropy(model(x_val), y_val))

@@ -170,7 +170,8 @@ def test_every_method_runs_and_the_table_comes_from_the_csv(digits_run, capsys):
     markdown = (out / "table.md").read_text()
     header, rows = table_rows(markdown)
     assert sorted(rows) == sorted(METHODS)  # one row per method, every method present
-    assert header[:4] == ["Method", "Runs", "Best val. acc. (%)", "Test acc. (%)"]
+    assert header[:5] == ["Method", "Runs", "Engine", "Best val. acc. (%)", "Test acc. (%)"]
+    assert rows["fds"]["Engine"] == "forward" and rows["random"]["Engine"] == "—"  # FDS says which engine ran
     assert any(h.startswith("FDS speedup") for h in header) and "Device-hours" in header and "Plain-epoch equiv." in header
     csv = pd.read_csv(out / "results.csv")
     assert set(csv["method"]) == set(METHODS)
