@@ -1,6 +1,7 @@
 """Shared fixtures of the analysis tests: results of real tiny Ray Tune runs, and a hand-made frame.
 
-The module-scoped ``results`` fixture runs FDS (digits, two seeds in one
+The session-scoped ``results`` fixture (run once for every analysis test module; tests that
+change files copy them first) runs FDS (digits, two seeds in one
 experiment), HyperBand and HD (one seed each) for real; tests recompute their
 expected values from the raw ``result.json`` lines (``raw_lines``,
 ``raw_results``), independently of the loader.  ``hand_frame`` and ``seeds_frame``
@@ -30,7 +31,7 @@ def _tune_run(trainable, config, storage, name, **kwargs):
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def results(ray_session, tmp_path_factory):
     """A results root with three real experiments: ``fds`` (seeds 0 and 1; the seed-1 trial failed after
     its first result and restarted from scratch, as a resumed experiment does), ``hyperband`` and ``hd`` (seed 0)."""
