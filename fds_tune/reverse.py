@@ -11,15 +11,18 @@ Every optimizer step is ``F_t = U(theta, state, g(theta), h)``: an elementwise u
 ``U`` (a clamp included) of the minibatch gradient ``g(theta)``.  So the vector-Jacobian
 product splits into the cheap VJP of ``U`` (giving the cotangents of ``theta``, the
 state, ``h`` and ``g``) plus the VJP of ``g``, which is a Hessian-vector product
-``H gbar`` since the Hessian is symmetric.  That product is computed forward-over-
-reverse (``jvp`` of ``grad``), with BatchNorm's cheap exact kernels
-(:mod:`fds_tune.batchnorm`).  The clamp's mask reaches ``gbar`` through ``U``'s VJP
-before the product, the transpose of forward mode's mask after it.  The split holds
-for any optimizer (SGD, Nesterov, AdamW): only ``g`` couples the parameters, and its
-Jacobian is a Hessian.
+``H gbar``.  One step back recomputes ``g`` with its graph (a forward and a backward
+pass), takes ``U``'s VJP at it, then differentiates ``g . gbar`` once more (double
+backward): ``g`` comes with the product, so it is never stored.  (Forward-over-reverse,
+``jvp`` of ``grad``, gives the same product since the Hessian is symmetric, but needs
+``g`` before ``gbar`` is known, so a stored gradient per step: it measured no faster on
+LeNet, and stored half as much again; experiments/bench_reverse.py.)  The clamp's mask
+reaches ``gbar`` through ``U``'s VJP before the product, the transpose of forward mode's
+mask after it.  The split holds for any optimizer (SGD, Nesterov, AdamW): only ``g``
+couples the parameters, and its Jacobian is a Hessian.
 
 Cost per step: one Hessian-vector product, whatever the number of hyperparameter
-columns.  Memory: the sweep needs ``theta_t``, the state and ``g_t`` at every step.
+columns.  Memory: the sweep needs ``theta_t`` and the state at every step.
 With ``checkpoint_every = 1`` the forward pass stores them all (no recomputation);
 with ``s > 1`` it stores ``(theta, state)`` every ``s`` steps, and each segment is
 recomputed from its checkpoint before being swept (one more plain step per step).
@@ -33,7 +36,7 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch.func import grad, jvp, vjp
+from torch.func import vjp
 
 from .functional_model import FunctionalModel, TrainState
 from .groups import HyperLayout, columns_by_kind
@@ -56,11 +59,10 @@ class ReverseEnd(NamedTuple):
 
 
 def stored_bytes(fm: FunctionalModel, state: TrainState) -> tuple[int, int]:
-    """Bytes of one checkpoint (weights and optimizer state) and of one stored step (plus the gradient)."""
+    """Bytes of one checkpoint and of one stored step: the weights and the optimizer state, both."""
     theta = next(iter(state.params.values()))
-    weights = fm.numel * theta.element_size()
-    checkpoint = weights + sum(s.numel() * s.element_size() for s in state.opt_state)
-    return checkpoint, checkpoint + weights
+    checkpoint = fm.numel * theta.element_size() + sum(s.numel() * s.element_size() for s in state.opt_state)
+    return checkpoint, checkpoint
 
 
 def default_checkpoint_every(fm: FunctionalModel, state: TrainState, horizon: int, budget: int) -> int:
@@ -79,7 +81,6 @@ class Reverse:
         self.fm, self.opt, self.layout, self.schedule = fm, opt, layout, schedule
         self.horizon, self.span, self.every = horizon, span, every
         self.step = plain_step(fm, opt, layout)
-        self.grad = grad(fm.loss, has_aux=True)
         self.stochastic = has_dropout(fm.model)  # dropout: step t's masks are drawn from step t's seed, as in the forward pass
 
     def run(self, start: TrainState, source, val_batches) -> ReverseEnd:
@@ -88,10 +89,8 @@ class Reverse:
         stored: dict[int, tuple] = {}
 
         def forward_step(t, x, y, theta, buffers, opt_state):
-            new_theta, new_state, g, loss, stats = self.step(theta, opt_state, hvecs[t], buffers, x, y, first + t)
-            if every == 1:
-                stored[t] = (theta, opt_state, g)
-            elif t % every == 0:
+            new_theta, new_state, _, loss, stats = self.step(theta, opt_state, hvecs[t], buffers, x, y, first + t)
+            if t % every == 0:
                 stored[t] = (theta, opt_state)
             return new_theta, new_state, loss, stats
 
@@ -123,45 +122,48 @@ class Reverse:
                 states = [stored.pop(t) for t in range(a, b)]
             else:
                 states = self._recompute(stored.pop(a), batches, hvecs, a, start)
-            with self.fm.batch_statistics(forward_mode=True):
+            with self.fm.batch_statistics():  # PyTorch's BatchNorm: its double backward is exact
                 self.fm.record_stats = False
                 try:
                     for j in reversed(range(b - a)):
-                        theta, opt_state, g = states[j]
+                        theta, opt_state = states[j]
                         x, y = batches[j]
-                        a_theta, a_state, a_h = self._adjoint(theta, opt_state, g, hvecs[a + j], start.buffers, x, y, first + a + j, a_theta, a_state)
+                        a_theta, a_state, a_h = self._adjoint(theta, opt_state, hvecs[a + j], start.buffers, x, y, first + a + j, a_theta, a_state)
                         per_step[a + j] = a_h
                         states[j] = None  # free the step's state as soon as it is swept
                 finally:
                     self.fm.record_stats = True
 
     def _recompute(self, checkpoint, batches, hvecs, a, start):
-        """The states (and gradients) of a segment's steps, recomputed from its checkpoint
-        exactly as the forward pass computed them."""
+        """The states of a segment's steps, recomputed from its checkpoint exactly as the
+        forward pass computed them."""
         theta, opt_state = checkpoint
         states = []
         with self.fm.batch_statistics():
             self.fm.record_stats = False
             try:
                 for j, (x, y) in enumerate(batches):
-                    new_theta, new_state, g, _, _ = self.step(theta, opt_state, hvecs[a + j], start.buffers, x, y, start.step + a + j)
-                    states.append((theta, opt_state, g))
+                    new_theta, new_state, _, _, _ = self.step(theta, opt_state, hvecs[a + j], start.buffers, x, y, start.step + a + j)
+                    states.append((theta, opt_state))
                     theta, opt_state = new_theta, new_state
             finally:
                 self.fm.record_stats = True
         return states
 
-    def _adjoint(self, theta, opt_state, g, hvec, buffers, x, y, t, a_theta, a_state):
+    def _adjoint(self, theta, opt_state, hvec, buffers, x, y, t, a_theta, a_state):
         """One step back: the cotangents of (theta_t, state_t) and of step t's hyperparameter vector."""
         opt, layout = self.opt, self.layout
 
         def update(th, st, gg, hv):
             return opt.update(th, st, gg, layout.hypers(hv), t)
 
-        _, pullback = vjp(update, theta, opt_state, g, hvec)
+        with torch.enable_grad(), step_rng(t, theta.device, self.stochastic):
+            leaf = theta.detach().requires_grad_(True)
+            loss, _ = self.fm.loss(leaf, buffers, x, y)
+            (g,) = torch.autograd.grad(loss, leaf, create_graph=True)
+        _, pullback = vjp(update, theta, opt_state, g.detach(), hvec)
         a_th, a_st, a_g, a_h = pullback((a_theta, a_state))
-        with step_rng(t, theta.device, self.stochastic):
-            _, (hvp, _) = jvp(lambda th: self.grad(th, buffers, x, y), (theta,), (a_g,))
+        (hvp,) = torch.autograd.grad(g, leaf, a_g)  # H a_g: the gradient's VJP (double backward)
         return a_th + hvp, a_st, a_h
 
     def _chunk_sums(self, per_step: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
