@@ -19,9 +19,11 @@ from fds_tune.results import LR_FREE_METHODS, METHODS, POPULATION_METHODS
 from support.datasets import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[2]
-# dadapt and prodigy train through the same run as schedulefree (tests/test_baselines/test_lr_free.py covers each):
-# the shared digits run leaves them out to keep the suite short.
-RUN_METHODS = [m for m in METHODS if m not in ("dadapt", "prodigy")]
+# dadapt and prodigy train through the same run as schedulefree, and pb2 through the same members and hand-over as
+# pbt (tests/test_baselines/test_lr_free.py and test_pbt.py cover each through Ray): the shared digits run leaves them
+# out to keep the suite short.
+RUN_METHODS = [m for m in METHODS if m not in ("dadapt", "prodigy", "pb2")]
+RUN_POPULATION = [m for m in POPULATION_METHODS if m in RUN_METHODS]
 TINY = ["--set", "epochs=[1,1]", "--set", "retrain_epochs=1", "--max-epochs", "2", "--budget", "4", "--range", "lr=0,0.5"]
 
 
@@ -229,7 +231,7 @@ def test_population_methods_spend_the_budget_and_hand_over_the_followed_schedule
     """PBT and PB2: a population of budget / max_epochs = 2 members, 2 epochs each (every member's epochs count);
     the hand-over retrains the schedule the best final member followed (one value per epoch), labelled as the method."""
     csv = pd.read_csv(digits_run / "results.csv")
-    for method in POPULATION_METHODS:
+    for method in RUN_POPULATION:
         rows = csv[csv["method"] == method]
         search, hand = rows[rows["handover"] != True], rows[rows["handover"] == True]  # noqa: E712
         assert search["trial"].nunique() == 2 and search.groupby("trial")["epochs_total"].max().tolist() == [2.0, 2.0]
@@ -241,8 +243,8 @@ def test_population_methods_spend_the_budget_and_hand_over_the_followed_schedule
         assert {k: [replayed[f"{k}_{e}"] for e in range(2)] for k in followed} == followed and replayed["max_epochs"] == 2
         assert hand[["lr_0", "lr_1"]].iloc[-1].tolist() == followed["lr"]  # the hand-over's schedule: the followed one
         assert (search[[c for c in search.columns if c.startswith("lr_")]].dropna(axis=1) <= 0.5).all().all()  # --range lr=0,0.5
-    learned = analysis.learned_schedules(analysis.load_results(digits_run / "ray"), ["fds", *POPULATION_METHODS])
-    assert set(learned["method"]) == {"fds", *POPULATION_METHODS}  # the schedules plot shows them beside FDS's
+    learned = analysis.learned_schedules(analysis.load_results(digits_run / "ray"), ["fds", *RUN_POPULATION])
+    assert set(learned["method"]) == {"fds", *RUN_POPULATION}  # the schedules plot shows them beside FDS's
 
 
 @pytest.mark.e2e
