@@ -60,11 +60,12 @@ TANGENT_METHODS = ("vmap", "per_column")  # forward mode's batched jvp, and the 
 DEFAULT_MEMORY_BUDGET = 1024**3  # bytes of extra activation memory for forward mode's batched columns
 DEFAULT_CHECKPOINT_BUDGET = 2 * 1024**3  # bytes of stored states for reverse mode (every step stored when it fits)
 STALL_RATIO = 0.95  # a run stalled when its final train loss stays above 95% of its first
-# Costs in plain training steps, measured with experiments/bench_reverse.py (LeNet, CPU): forward mode
-# pays about one step plus FORWARD_PER_COLUMN per active column; reverse mode one step forward, one
-# Hessian-vector product back (REVERSE_SWEEP) and, with checkpoints, one recomputed step.
-FORWARD_PER_COLUMN = 1.0
-REVERSE_SWEEP = 2.5
+# Costs in plain training steps, measured with experiments/bench_reverse.py (LeNet, batch 128, CPU, three
+# runs): forward mode paid about one step plus 1.0-1.3 per active column (5 to 22 active on average);
+# reverse mode one step forward, 3.0-3.6 for the step back (a double backward) and, with checkpoints,
+# one recomputed step.
+FORWARD_PER_COLUMN = 1.1
+REVERSE_SWEEP = 3.3
 
 
 @dataclass
