@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["WITHIN", "markdown", "rule_table", "runs_frame"]
+__all__ = ["WITHIN", "markdown", "rule_table", "runs_frame", "write_table"]
 
 WITHIN = 0.01  # "within 1 point" of the best mean final accuracy
 
@@ -63,3 +63,10 @@ def markdown(table: pd.DataFrame) -> str:
     """A pipe table (pandas' own needs tabulate)."""
     lines = [list(table.columns), ["---"] * len(table.columns)] + [list(row) for row in table.itertuples(index=False)]
     return "\n".join("| " + " | ".join(map(str, line)) + " |" for line in lines)
+
+
+def write_table(rows: pd.DataFrame, table: pd.DataFrame, out, stem: str) -> None:
+    """``<out>/<stem>.csv`` (the rows) and ``<out>/<stem>.md`` (the table as :func:`markdown`); prints the table."""
+    rows.to_csv(out / f"{stem}.csv", index=False)
+    (out / f"{stem}.md").write_text(markdown(table) + "\n")
+    print(markdown(table))

@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from analysis.outer_rules import markdown, rule_table, runs_frame
+from analysis.outer_rules import rule_table, runs_frame, write_table
 from fds_tune import Problem, Schedule, fds_config
 from fds_tune.cost import plain_epoch_seconds
 from fds_tune.spec import ProblemSpec, TensorData, builtin_problem
@@ -90,9 +90,7 @@ def main(out: str, problems=PROBLEMS, rules=tuple(OUTER_RULES), seeds=(0, 1, 2),
                     print(f"{name} {rule} seed {seed}: final {rec['steps'][-1]['handover_test_acc']:.4f}", flush=True)
                 records.append(json.loads(path.read_text()))
     df = runs_frame(records)
-    df.to_csv(out / "outer_rules.csv", index=False)
-    (out / "outer_rules.md").write_text(markdown(rule_table(df)) + "\n")
-    print(markdown(rule_table(df)))
+    write_table(df, rule_table(df), out, "outer_rules")
     return df
 
 

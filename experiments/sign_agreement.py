@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from analysis.outer_rules import markdown
+from analysis.outer_rules import write_table
 from fds_tune import Problem, Schedule, fds_config, hypergradients
 from fds_tune.optim import resolve_optimizer
 from fds_tune.outer import normalise
@@ -110,9 +110,7 @@ def main(out: str, horizons=(100, 1000, 5000), schedules=("decaying",), seeds=(0
                 print(f"{name} seed {seed} T={horizon}: agreement {rec['agreement']:.3f}", flush=True)
             rows.append({k: v for k, v in json.loads(path.read_text()).items() if k != "hypergrads"})
     df = pd.DataFrame(rows)
-    df.to_csv(out / "sign_agreement.csv", index=False)
-    (out / "sign_agreement.md").write_text(markdown(table(df)) + "\n")
-    print(markdown(table(df)))
+    write_table(df, table(df), out, "sign_agreement")
     return df
 
 

@@ -43,7 +43,8 @@ from torch.func import grad_and_value, jvp, vmap
 from .functional_model import FunctionalModel, LossFn, TrainState
 from .groups import GroupSpec, HyperLayout, columns_by_kind, param_groups
 from .loop import (
-    Batch, BatchSource, all_finite, has_dropout, inner_loop, plain_step, replayable, run_length, step_rng, validation_gradient,
+    Batch, BatchSource, all_finite, has_dropout, inner_loop, one_pass, plain_step, replayable, run_length, step_rng,
+    validation_gradient,
 )
 from .optim import Optimizer, resolve_optimizer
 from .reverse import Reverse, default_checkpoint_every
@@ -233,8 +234,9 @@ def hypergradients(
         out = Reverse(fm, opt, layout, schedule, horizon, span, checkpoint_every).run(state, source, val_batches)
         run = TrainResult(out.state, out.losses, out.diverged)
         return HyperGradients(out.grads, out.val_loss, run, mode="reverse", per_step=out.per_step, checkpoint_every=checkpoint_every)
-    batches = train_batches if source is None or isinstance(train_batches, Sequence) else source(0, horizon)
-    return _Forward(fm, opt, layout, schedule, horizon, span, method, group_size, memory_budget).run(state, batches, val_batches)
+    return _Forward(fm, opt, layout, schedule, horizon, span, method, group_size, memory_budget).run(
+        state, one_pass(train_batches, horizon), val_batches
+    )
 
 
 def choose_mode(schedule: Schedule, horizon: int, span: int, first: int, replayable_batches: bool, checkpoint_every: int) -> str:
@@ -281,9 +283,7 @@ def train(
         theta, opt_state, _, loss, stats = step(theta, opt_state, hvecs[t], buffers, x, y, state.step + t)
         return theta, opt_state, loss, stats
 
-    source = replayable(train_batches)
-    batches = train_batches if source is None or isinstance(train_batches, Sequence) else source(0, horizon)
-    end = inner_loop(fm, fm.flatten(state.params), state.buffers, state.opt_state, batches, horizon, loop_step)
+    end = inner_loop(fm, fm.flatten(state.params), state.buffers, state.opt_state, one_pass(train_batches, horizon), horizon, loop_step)
     return TrainResult(TrainState(fm.unflatten(end.theta), end.buffers, end.carry, state.step + len(end.losses)), end.losses, end.diverged)
 
 

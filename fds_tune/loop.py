@@ -27,7 +27,7 @@ from .optim import Optimizer
 from .validation import check_int
 
 __all__ = [
-    "Batch", "BatchSource", "LoopEnd", "run_length", "take", "all_finite", "inner_loop", "plain_step", "replayable",
+    "Batch", "BatchSource", "LoopEnd", "run_length", "take", "all_finite", "inner_loop", "plain_step", "replayable", "one_pass",
     "validation_gradient", "CHECK_EVERY_ACCELERATOR", "has_dropout", "step_rng", "step_seed",
 ]
 
@@ -70,6 +70,11 @@ def replayable(batches: BatchSource) -> Callable[[int, int], Iterable[Batch]] | 
     if isinstance(batches, Sequence):
         return lambda first, n: batches[first : first + n]
     return None
+
+
+def one_pass(batches: BatchSource, horizon: int) -> Iterable[Batch]:
+    """The batches of one pass over ``horizon`` steps: a sequence or an iterable as given, a source called once."""
+    return batches(0, horizon) if callable(batches) else batches
 
 
 def take(batches: Iterable[Batch], horizon: int) -> Iterator[tuple[int, Batch]]:

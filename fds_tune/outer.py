@@ -106,11 +106,24 @@ def _clip(values: Values, bounds: Bounds) -> Values:
     return {k: v.clamp(*bounds[k]) if k in bounds else v for k, v in values.items()}
 
 
-def _back(state):
+def _back(state, forget: str | None = None):
     """Undo the last update (before any update: shrink the values towards zero, since a run that
-    diverges from its initial values has them too large) and shrink every step."""
+    diverges from its initial values has them too large) and shrink every step; the state field
+    ``forget`` (the last sign or direction a rule remembers) goes back to zeros."""
     values = {k: v * SHRINK for k, v in state.values.items()} if state.t == 0 else state.prev_values
-    return state._replace(values=values, steps={k: s * SHRINK for k, s in state.steps.items()})
+    state = state._replace(values=values, steps={k: s * SHRINK for k, s in state.steps.items()})
+    return state if forget is None else state._replace(**{forget: {k: torch.zeros_like(v) for k, v in state.values.items()}})
+
+
+def _adaptive_init(state_type: type):
+    """``init`` of a rule whose steps adapt within bounds relative to the initial steps:
+    ``state_type(values, steps, base=steps, zeros, prev_values=values, t=0)``."""
+
+    def init(values, step_sizes):
+        vals, steps, zeros = _start(values, step_sizes)
+        return state_type(vals, steps, dict(steps), zeros, dict(vals), 0)
+
+    return init
 
 
 def _below_fraction(state) -> bool:
@@ -132,7 +145,7 @@ def sign_rule() -> OuterRule:
         return SignState(values, steps, sign, state.values, state.t + 1)
 
     def step_back(state: SignState) -> SignState:
-        return _back(state)._replace(prev_sign={k: torch.zeros_like(v) for k, v in state.values.items()})
+        return _back(state, forget="prev_sign")
 
     return OuterRule("sign", SignState, init, update, step_back, _below_fraction)
 
@@ -163,9 +176,7 @@ def rprop_rule(eta_plus: float = 1.5, eta_minus: float = 0.5, min_factor: float 
     """
     _check_adaptation(eta_plus, eta_minus, min_factor, max_factor)
 
-    def init(values, step_sizes):
-        vals, steps, zeros = _start(values, step_sizes)
-        return RpropState(vals, steps, dict(steps), zeros, dict(vals), 0)
+    init = _adaptive_init(RpropState)
 
     def update(state: RpropState, grads: Values, bounds: Bounds) -> RpropState:
         steps, signs = {}, {}
@@ -178,7 +189,7 @@ def rprop_rule(eta_plus: float = 1.5, eta_minus: float = 0.5, min_factor: float 
         return RpropState(values, steps, state.base, signs, state.values, state.t + 1)
 
     def step_back(state: RpropState) -> RpropState:
-        return _back(state)._replace(prev_sign={k: torch.zeros_like(v) for k, v in state.values.items()})
+        return _back(state, forget="prev_sign")
 
     return OuterRule("rprop", RpropState, init, update, step_back, _below_fraction)
 
@@ -197,9 +208,7 @@ def normalised_rule(eta_plus: float = 1.5, eta_minus: float = 0.5, min_factor: f
     """
     _check_adaptation(eta_plus, eta_minus, min_factor, max_factor)
 
-    def init(values, step_sizes):
-        vals, steps, zeros = _start(values, step_sizes)
-        return NormalisedState(vals, steps, dict(steps), zeros, dict(vals), 0)
+    init = _adaptive_init(NormalisedState)
 
     def update(state: NormalisedState, grads: Values, bounds: Bounds) -> NormalisedState:
         steps, dirs = {}, {}
@@ -213,7 +222,7 @@ def normalised_rule(eta_plus: float = 1.5, eta_minus: float = 0.5, min_factor: f
         return NormalisedState(values, steps, state.base, dirs, state.values, state.t + 1)
 
     def step_back(state: NormalisedState) -> NormalisedState:
-        return _back(state)._replace(prev_dir={k: torch.zeros_like(v) for k, v in state.values.items()})
+        return _back(state, forget="prev_dir")
 
     return OuterRule("normalised", NormalisedState, init, update, step_back, _below_fraction)
 
