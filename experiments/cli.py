@@ -1,6 +1,6 @@
 """The ``fds-tune`` command line: a thin shell over :mod:`experiments.compare`.
 
-    fds-tune compare --preset digits [--seeds K | --seed-list S ...] [--budget EPOCHS] [--methods fds bohb ...] [--range lr=0,0.3]
+    fds-tune compare --preset digits [--seeds K | --seed-list S ...] [--budget EPOCHS | --budget-ratio R] [--methods fds bohb ...] [--range lr=0,0.3]
                      [--gpus-per-trial SHARE] [--out DIR] [--resume] [--problem mypkg.module:make_problem]
     fds-tune report DIR          # rebuild CSV, table and plots from DIR/ray without running anything
 
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--budget", type=_checked(float, check_number, low=0, low_open=True), default=None,
         help="training epochs per black-box method (default: the preset's)",
+    )
+    c.add_argument(
+        "--budget-ratio", type=_checked(float, check_number, low=0, low_open=True), default=None, metavar="R",
+        help="instead of --budget: R times FDS's total compute (FDS runs first for each seed)",
     )
     c.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD", help=f"from {', '.join(METHODS)} (default: all)")
     c.add_argument("--max-epochs", type=_checked(int, check_int, minimum=1), default=None, help="epochs of one black-box trial and of an HD/greedy run")
@@ -139,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeds=args.seeds if args.seed_list is None else args.seed_list,
                 methods=args.methods,
                 budget_epochs=args.budget,
+                budget_ratio=args.budget_ratio,
                 max_epochs=args.max_epochs,
                 num_samples=args.samples,
                 overrides=dict(args.set),

@@ -26,7 +26,11 @@ each method and seed is one experiment, ``ray/<method>-seed<k>/``.
 FDS's own budget is its preset's
 (outer steps x epochs, plus retraining); each black-box method gets
 ``budget_epochs`` training epochs in total, ``max_epochs`` per trial; HD and
-greedy forward mode train one run of ``max_epochs`` epochs.
+greedy forward mode train one run of ``max_epochs`` epochs.  A preset (or a
+call) may give ``budget_ratio`` instead: FDS then runs first for each seed, and
+the budget is that multiple of FDS's total compute in plain epochs
+(:func:`fds_budget`; a black-box epoch costs at least a plain one, so the
+black-box compute is at least that multiple).
 
 ``resume=True`` continues a killed comparison: finished experiments are kept,
 unfinished ones are restored with ``Tuner.restore`` (running trials continue
@@ -104,8 +108,12 @@ class CompareSpec:
     """What one comparison preset runs, besides its FDS preset (the key it has in :data:`COMPARE_PRESETS`)."""
 
     max_epochs: int  # epochs of one black-box trial (and of an HD / greedy run)
-    budget_epochs: float  # black-box training epochs per method, all trials together: every black-box method spends it
+    # black-box training epochs per method, all trials together: every black-box method spends it;
+    # None: ``budget_ratio`` times FDS's total compute of the same seed, in plain epochs
+    budget_epochs: float | None = None
+    budget_ratio: float | None = None  # the budget as a multiple of FDS's measured compute (FDS runs first)
     num_samples: int | None = None  # a cap on black-box trials per method (None: the budget alone ends the search)
+    population: int | None = None  # a cap on PBT's and PB2's population (None: the members the budget trains)
     fds_overrides: Mapping[str, Any] = field(default_factory=dict)  # keys of the FDS preset changed for every method
     # black-box search range per kind, over the defaults of baselines.SpaceConfig (the paper's wide ranges)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -113,7 +121,13 @@ class CompareSpec:
     def __post_init__(self):
         check_int("max_epochs", self.max_epochs, minimum=1)
         check_optional("num_samples", self.num_samples, check_int, minimum=1, rule="an int >= 1 or None (no cap)")
-        check_number("budget_epochs", self.budget_epochs, low=0, low_open=True)
+        check_optional("population", self.population, check_int, minimum=2, rule="an int >= 2 or None (no cap)")
+        check_optional("budget_epochs", self.budget_epochs, check_number, low=0, low_open=True)
+        check_optional("budget_ratio", self.budget_ratio, check_number, low=0, low_open=True)
+        check(
+            "budget_epochs", self.budget_epochs, (self.budget_epochs is None) != (self.budget_ratio is None),
+            f"given when budget_ratio is not (budget_ratio={self.budget_ratio}): exactly one of them sets the black-box budget",
+        )
 
 
 # Keyed by the FDS presets (fds_tune.config.PRESETS): a comparison preset is an FDS preset plus
@@ -121,6 +135,15 @@ class CompareSpec:
 COMPARE_PRESETS: dict[str, CompareSpec] = {
     # The embedded default: every method in a few minutes on 2 CPU cores (`make run`).
     "digits": CompareSpec(max_epochs=10, budget_epochs=120),
+    # The main job (`make run`): a 600-step horizon on 12,800 Fashion-MNIST images (14x14, a
+    # 64-unit MLP), where the schedule matters: a constant lr of 0.01 ends ~6 points below a
+    # cosine schedule.  Every method in a few minutes on 2 cores; budgets of 1x FDS's compute.
+    "fashion_mnist_small": CompareSpec(max_epochs=3, budget_ratio=1.0, population=8),
+    # The CPU benchmark in the paper's regime: 2,000-step runs, 7+1+1 values, the paper's wide
+    # ranges (SpaceConfig's defaults) for every method, black-box budgets of 5x FDS's compute.
+    # PBT's population is capped at 16 members (the budget would buy ~150; Ray's pause and
+    # restore of a synchronous population that size costs more than its training here).
+    "fashion_mnist_paper": CompareSpec(max_epochs=5, budget_ratio=5.0, population=16),
     # The CPU benchmark: about an hour on 2 cores.  LeNet has no BatchNorm: in the paper's wide
     # ranges (lr up to 1, momentum up to 0.99) nearly every black-box trial collapses, so the
     # black-box methods search lr in [0, 0.3] and momentum in [0, 0.9] (a hand-tuned lr of 0.3
@@ -240,8 +263,10 @@ def _experiment(
 
 def population_size(spec: CompareSpec, budget: float) -> int:
     """PBT's and PB2's population: the members that ``budget`` epochs train for ``max_epochs`` each
-    (at least 2; ``num_samples``, where given, instead), so that they spend the black-box budget."""
-    return spec.num_samples or max(2, math.floor(budget / spec.max_epochs))
+    (at least 2; ``num_samples``, where given, instead), so that they spend the black-box budget,
+    at most ``population`` where the spec caps it."""
+    size = spec.num_samples or max(2, math.floor(budget / spec.max_epochs))
+    return size if spec.population is None else min(size, spec.population)
 
 
 def resolved_config(preset: str, spec: CompareSpec, seed: int) -> FDSConfig:
@@ -336,6 +361,7 @@ def compare(
     seeds: int | Sequence[int] = 1,
     methods: Sequence[str] = METHODS,
     budget_epochs: float | None = None,
+    budget_ratio: float | None = None,
     max_epochs: int | None = None,
     num_samples: int | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -385,7 +411,14 @@ def compare(
         "methods", methods, bool(methods) and set(methods) <= set(METHODS) and len(set(methods)) == len(methods),
         f"a non-empty list of distinct names from {list(METHODS)}",
     )
-    budget = check_number("budget_epochs", spec.budget_epochs if budget_epochs is None else budget_epochs, low=0, low_open=True)
+    check_optional("budget_epochs", budget_epochs, check_number, low=0, low_open=True)
+    check_optional("budget_ratio", budget_ratio, check_number, low=0, low_open=True)
+    check("budget_ratio", budget_ratio, budget_ratio is None or budget_epochs is None, "None when budget_epochs is given (one of them sets the budget)")
+    if budget_epochs is not None or budget_ratio is not None:
+        spec = dataclasses.replace(spec, budget_epochs=budget_epochs, budget_ratio=budget_ratio)
+    if spec.budget_ratio is not None:  # FDS runs first: its compute sets the others' budget
+        check("methods", methods, "fds" in methods, f"a list with 'fds' (the budget is {spec.budget_ratio:g}x FDS's compute; or give budget_epochs, --budget)")
+        methods = ["fds"] + [m for m in methods if m != "fds"]
     out = Path(out).absolute()
     storage = out / "ray"
     if storage.exists() and any(storage.iterdir()) and not resume:
@@ -399,7 +432,10 @@ def compare(
     calibrate(out, resolved_config(preset, spec, seeds[0]).problem, resources, log)
     started = time.time()
     for seed in seeds:
+        budget = spec.budget_epochs
         for method in methods:
+            if budget is None and method != "fds":
+                budget = fds_budget(storage / f"fds-seed{seed}", spec.budget_ratio, out, log)
             searches = method in BLACK_BOX_METHODS or method in POPULATION_METHODS  # trials until the budget is spent
             expected = population_size(spec, budget) if method in POPULATION_METHODS else spec.num_samples if searches else GRID_SIZES.get(method, 1)
             progress = Progress(f"{method} seed {seed}", expected, budget if searches else None)
@@ -409,6 +445,16 @@ def compare(
             if method != "fds":  # FDS retrains its learned schedule itself, by the same protocol
                 hand_over(path, method, resolved_config(preset, spec, seed).retrain_epochs, resources, log)
     return write_report(out, log=log)
+
+
+def fds_budget(path: Path, ratio: float, out: Path, log: Callable[[str], None] = print) -> float:
+    """The black-box budget, in training epochs, of ``ratio`` times the total compute of the FDS run in
+    ``path`` (its outer steps and retraining) in plain epochs (``out``'s calibration)."""
+    plain = json.loads((out / CALIBRATION_FILE).read_text())["plain_epoch_s"]
+    compute = float(analysis.final_choice(analysis.load_results(path))["compute_s"].iloc[0])
+    budget = ratio * compute / plain
+    log(f"== FDS's compute: {compute:.1f} s = {compute / plain:.1f} plain epochs; black-box budget {ratio:g}x = {budget:.0f} epochs")
+    return budget
 
 
 def calibrate(out: Path, problem: ProblemConfig, resources: Mapping[str, float], log: Callable[[str], None] = print) -> float:

@@ -42,6 +42,8 @@ class FDSConfig:
     data_root: str | None = None
     device: str = "auto"  # CUDA when the trial was given a GPU, else CPU
     user_problem: str | None = None  # a registered problem name or "module:function" (fds_tune.problems); replaces dataset and model
+    train_size: int | None = None  # training images kept (a fixed subset, the same for every seed); None: all
+    image_size: int | None = None  # images average-pooled to this side; None: as loaded
     # --- the schedules FDS learns ---
     n_values: dict = _per_kind(lr=5, momentum=1, weight_decay=1)  # shared values per kind
     init: dict = _per_kind(lr=0.0, momentum=0.0, weight_decay=0.0)  # the paper learns from zero
@@ -111,6 +113,20 @@ PRESETS: dict[str, FDSConfig] = {
     "digits": FDSConfig(dataset="digits", model="mlp", epochs=(1,) + (10,) * 9, retrain_epochs=10),
     # CPU benchmark: a full FDS run takes about 10-20 minutes on 2 cores.
     "fashion_mnist": FDSConfig(dataset="fashion_mnist", model="lenet", epochs=(1, 3, 3, 3, 3, 3), retrain_epochs=3),
+    # The main job (`make run`): 12,800 Fashion-MNIST images pooled to 14x14, a 64-unit MLP,
+    # batch 64 (200 steps an epoch), 3-epoch (600-step) runs; reverse mode where it is cheaper.
+    "fashion_mnist_small": FDSConfig(
+        dataset="fashion_mnist", model="mlp-small", batch_size=64, train_size=13474, image_size=14,
+        epochs=(1, 3, 3, 3, 3, 3), retrain_epochs=3, engine_mode="auto",
+    ),
+    # The CPU benchmark in the paper's regime: the same network on 25,600 training images
+    # (400 steps an epoch), 5-epoch (2,000-step) runs, 7 lr values + momentum + weight decay,
+    # 6 outer steps.  Long epochs keep Ray's per-epoch cost (~0.2 core-s) small beside training.
+    "fashion_mnist_paper": FDSConfig(
+        dataset="fashion_mnist", model="mlp-small", batch_size=64, train_size=26948, image_size=14,
+        n_values={"lr": 7, "momentum": 1, "weight_decay": 1},
+        epochs=(1, 5, 5, 5, 5, 5), retrain_epochs=5, engine_mode="auto",
+    ),
     # The paper's CIFAR-10 setup (GPU): WRN-16-1, 7 lr values, 10 outer steps, retraining for 50 epochs.
     "cifar10_paper": FDSConfig(
         dataset="cifar10",

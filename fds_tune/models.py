@@ -22,7 +22,7 @@ from .validation import check, check_choice, check_int, is_int
 
 __all__ = ["MODELS", "LeNet", "MLP", "WideResNet", "build_model"]
 
-MODELS: tuple[str, ...] = ("mlp", "lenet", "wrn-16-1")
+MODELS: tuple[str, ...] = ("mlp", "mlp-small", "lenet", "wrn-16-1")
 
 
 def build_model(
@@ -195,6 +195,7 @@ def _image_shape(input_shape: Sequence[int], *, min_side: int) -> tuple[int, int
 
 _BUILDERS: dict[str, Callable[[tuple[int, ...], int], nn.Module]] = {
     "mlp": MLP,
+    "mlp-small": lambda shape, classes: MLP(shape, classes, hidden=(64,)),  # the CPU benchmarks' network (cheap steps)
     "lenet": LeNet,
     "wrn-16-1": lambda shape, classes: WideResNet(shape, classes, depth=16, widen_factor=1),
 }

@@ -22,7 +22,7 @@ from .models import MODELS
 from .problems import resolve_problem
 from .results import DIVERGED_LOSS, diverged_metrics
 from .spec import ProblemSpec, TensorData, builtin_problem, check_model, on_device
-from .validation import check, check_choice, check_int, check_number, fail
+from .validation import check, check_choice, check_int, check_number, check_optional, fail
 
 __all__ = ["ProblemConfig", "Problem", "resolve_device", "cached_problem", "problem_for", "RETRAIN_DRAW"]
 
@@ -51,6 +51,11 @@ class ProblemConfig:
     # a user's problem: a name given to fds_tune.register_problem, or "module:function" (a factory
     # returning a ProblemSpec, importable on every node); it replaces dataset, model and data_root
     user_problem: str | None = None
+    # a cheaper built-in problem: the training set cut to its first ``train_size`` images in a fixed
+    # order (the same for every seed; the test set is kept whole), images average-pooled to
+    # ``image_size`` x ``image_size`` (train and test alike).  None: as loaded.
+    train_size: int | None = None
+    image_size: int | None = None
 
     def __post_init__(self):
         check_choice("dataset", self.dataset, DATASETS)
@@ -64,6 +69,10 @@ class ProblemConfig:
         resolve_device(self.device) if self.device != "auto" else None
         ok = self.user_problem is None or (isinstance(self.user_problem, str) and bool(self.user_problem))
         check("user_problem", self.user_problem, ok, "None, a registered problem name or 'module:function'")
+        check_optional("train_size", self.train_size, check_int, 2, rule="an int >= 2 (training images kept) or None (all)")
+        check_optional("image_size", self.image_size, check_int, 1, rule="an int >= 1 (pooled side) or None (as loaded)")
+        cut = self.train_size is not None or self.image_size is not None
+        check("user_problem", self.user_problem, not (cut and self.user_problem), "None when train_size or image_size is set (they cut a built-in dataset)")
 
 
 class Problem:

@@ -229,11 +229,22 @@ def on_device(data: TensorData | SampleData, device: torch.device) -> TensorData
 def builtin_problem(config) -> ProblemSpec:
     """The built-in dataset ``config.dataset`` and network ``config.model`` as a :class:`ProblemSpec`."""
     data = load_dataset(config.dataset, config.data_root)
-    shape, classes, name = data.input_shape, data.num_classes, config.model
+    x_train, y_train, x_test = data.x_train, data.y_train, data.x_test
+    size = getattr(config, "image_size", None)
+    if size is not None:
+        side = min(x_train.shape[-2:])
+        check("image_size", size, size <= side, f"an int <= {side}, the side of {data.name}'s images (pooling only shrinks)")
+        x_train, x_test = (F.adaptive_avg_pool2d(x, size) for x in (x_train, x_test))
+    keep = getattr(config, "train_size", None)
+    if keep is not None:
+        check("train_size", keep, keep <= len(x_train), f"an int <= {len(x_train)}, the training images of {data.name}")
+        idx = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(0))[:keep]  # one fixed subset
+        x_train, y_train = x_train[idx], y_train[idx]
+    shape, classes, name = tuple(x_train.shape[1:]), data.num_classes, config.model
     return ProblemSpec(
         model=lambda seed: build_model(name, shape, classes, seed=seed),
-        train=TensorData("train", data.x_train, data.y_train),
-        test=TensorData("test", data.x_test, data.y_test),
+        train=TensorData("train", x_train, y_train),
+        test=TensorData("test", x_test, data.y_test),
         num_classes=classes,
         augment=data.augment,
         name=data.name,
