@@ -39,6 +39,10 @@ def test_compare_presets_are_the_fds_presets():
         ({"num_samples": 2.0}, r"num_samples: got 2.0; must be an int >= 1"),
         ({"budget_epochs": 0}, r"budget_epochs: got 0; must be a finite number > 0"),
         ({"budget_epochs": True}, r"budget_epochs: got True; must be a finite number > 0"),
+        ({"budget_ratio": 0}, r"budget_ratio: got 0; must be a finite number > 0"),
+        ({"budget_ratio": 5.0}, r"budget_epochs: got 1.0; must be given when budget_ratio is not \(budget_ratio=5.0\): exactly one"),
+        ({"budget_epochs": None}, r"budget_epochs: got None; must be given when budget_ratio is not \(budget_ratio=None\)"),
+        ({"population": 1}, r"population: got 1; must be an int >= 2 or None \(no cap\)"),
     ],
 )
 def test_compare_spec_rejects_bad_values(kwargs, match):
@@ -49,7 +53,10 @@ def test_compare_spec_rejects_bad_values(kwargs, match):
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"preset": "paper_cifar10"}, r"preset: got 'paper_cifar10'; must be one of \['digits', 'fashion_mnist', 'cifar10_paper'\]"),
+        ({"preset": "paper_cifar10"}, r"preset: got 'paper_cifar10'; must be one of \['digits', 'fashion_mnist_small', 'fashion_mnist_paper', 'fashion_mnist', 'cifar10_paper'\]"),
+        ({"budget_ratio": -1}, r"budget_ratio: got -1; must be a finite number > 0"),
+        ({"budget_ratio": 2, "budget_epochs": 3}, r"budget_ratio: got 2; must be None when budget_epochs is given"),
+        ({"budget_ratio": 2, "methods": ["random"]}, r"methods: got \['random'\]; must be a list with 'fds' \(the budget is 2x FDS's compute"),
         ({"seeds": 0}, r"seeds: got 0; must be an int >= 1 \(that many seeds, from 0\) or a non-empty list of distinct ints >= 0"),
         ({"seeds": [2, 2]}, r"seeds: got \[2, 2\]; must be an int >= 1 .* or a non-empty list of distinct ints >= 0"),
         ({"seeds": [1, -1]}, r"seeds: got \[1, -1\]; must be"),
@@ -73,6 +80,32 @@ def test_compare_rejects_bad_arguments_before_any_training(kwargs, match, tmp_pa
     with pytest.raises(ValueError, match=match):
         compare(**{"preset": "digits", "out": tmp_path / "x", **kwargs})
     assert not (tmp_path / "x").exists()
+
+
+def test_the_population_spends_the_budget_up_to_its_cap():
+    from experiments.compare import population_size
+
+    assert population_size(CompareSpec(max_epochs=5, budget_epochs=52), 52) == 10  # the members 52 epochs train for 5
+    assert population_size(CompareSpec(max_epochs=5, budget_epochs=52, population=4), 52) == 4
+    assert population_size(CompareSpec(max_epochs=5, budget_epochs=3), 3) == 2  # at least two members
+    assert population_size(CompareSpec(max_epochs=5, budget_epochs=3, num_samples=7), 3) == 7
+
+
+def test_a_budget_ratio_is_that_multiple_of_fds_compute_in_plain_epochs(tmp_path):
+    """fds_budget reads FDS's total compute (its last result: outer steps and retraining) and the calibration."""
+    from experiments.compare import CALIBRATION_FILE, fds_budget
+
+    trial = tmp_path / "ray" / "fds-seed0" / "FDSTrainable_x"
+    trial.mkdir(parents=True)
+    (trial / "params.json").write_text("{}")
+    row = {"trial_id": "x", "method": "fds", "seed": 0, "val_acc": 0.8, "val_loss": 0.5, "test_acc": 0.79, "diverged": False}
+    lines = [{**row, "training_iteration": 1, "timestamp": 1.0, "compute_s": 4.0, "epochs_total": 1},
+             {**row, "training_iteration": 2, "timestamp": 2.0, "compute_s": 12.0, "epochs_total": 6, "retrain_test_acc": 0.8}]
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (tmp_path / CALIBRATION_FILE).write_text(json.dumps({"plain_epoch_s": 0.5}))
+    printed = []
+    assert fds_budget(tmp_path / "ray" / "fds-seed0", 5.0, tmp_path, printed.append) == pytest.approx(5 * 12.0 / 0.5)
+    assert "12.0 s = 24.0 plain epochs; black-box budget 5x = 120 epochs" in printed[0]
 
 
 def test_seeds_are_a_count_from_zero_or_the_seeds_themselves():

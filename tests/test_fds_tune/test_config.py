@@ -70,3 +70,18 @@ def test_to_dict_round_trips():
     assert d["preset"] == "fashion_mnist"  # every preset carries its name, and results report it
     by_hand = FDSConfig(model="mlp", seed=2)
     assert by_hand.preset is None and fds_config(by_hand.to_dict()) == by_hand
+
+
+def test_the_cpu_benchmark_presets_are_the_papers_regime_on_a_cheap_problem():
+    """fashion_mnist_paper: 2,000-step runs, 7+1+1 values; fashion_mnist_small (make run): the same problem, 600 steps."""
+    from fds_tune.data import train_val_split
+
+    for name, steps, lr_values in (("fashion_mnist_paper", 2000, 7), ("fashion_mnist_small", 600, 5)):
+        cfg = PRESETS[name]
+        n = cfg.problem.train_size
+        val = len(train_val_split(n, cfg.val_fraction, 0)[1])
+        assert val >= 500  # a validation split that can separate the methods
+        assert (n - val) // cfg.batch_size * cfg.epochs[-1] == steps
+        assert cfg.n_values == {"lr": lr_values, "momentum": 1, "weight_decay": 1}
+        assert (cfg.dataset, cfg.model, cfg.image_size, cfg.engine_mode) == ("fashion_mnist", "mlp-small", 14, "auto")
+        assert cfg.init == {"lr": 0.0, "momentum": 0.0, "weight_decay": 0.0}  # from zero, as the paper

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*torch.jit.script.*:FutureWarni
 CASES = [
     ("mlp", (1, 8, 8)),
     ("mlp", (3, 4, 4)),
+    ("mlp-small", (1, 14, 14)),
     ("lenet", (1, 8, 8)),
     ("lenet", (1, 28, 28)),
     ("lenet", (3, 32, 32)),
@@ -147,8 +148,10 @@ def test_seeded_build_reproduces_and_spares_global_rng(name):
 
 
 def test_models_are_the_documented_classes():
-    assert MODELS == ("mlp", "lenet", "wrn-16-1")
+    assert MODELS == ("mlp", "mlp-small", "lenet", "wrn-16-1")
     assert isinstance(build_model("mlp", (1, 8, 8), 10), MLP)
+    small = build_model("mlp-small", (1, 14, 14), 10)  # the CPU benchmarks' network: one hidden layer of 64
+    assert isinstance(small, MLP) and [p.shape for p in small.parameters()] == [(64, 196), (64,), (10, 64), (10,)]
     assert isinstance(build_model("lenet", (1, 8, 8), 10), LeNet)
     wrn = build_model("wrn-16-1", (3, 32, 32), 10)
     assert isinstance(wrn, WideResNet)
