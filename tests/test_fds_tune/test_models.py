@@ -168,7 +168,7 @@ def test_lenet_flatten_size_follows_input_shape(shape, flat):
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"name": "resnet"}, r"model: got 'resnet'; must be one of \['mlp', 'lenet', 'wrn-16-1'\]"),
+    ({"name": "resnet"}, r"model: got 'resnet'; must be one of \['mlp', 'mlp-small', 'lenet', 'wrn-16-1'\]"),
     ({"input_shape": (28, 28)}, r"input_shape: got \(28, 28\); must be \(C, H, W\)"),
     ({"input_shape": (1, 0, 8)}, r"input_shape: got \(1, 0, 8\); must be \(C, H, W\): ints with C >= 1 and H, W >= 4"),
     ({"input_shape": (1, 2, 2)}, r"input_shape: got \(1, 2, 2\); must be .*H, W >= 4"),
