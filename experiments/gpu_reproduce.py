@@ -78,7 +78,7 @@ def checked_data_root(root: str, dataset: str) -> str:
 
 
 def estimate(args, overrides: dict, spec, out: Path) -> dict:
-    """Measure the step costs on this machine's device, estimate the hours, print and write them."""
+    """Measure the step costs on this machine's device and estimate the hours; write both to OUT/estimate.json and .md."""
     config = resolved_config(PRESET, spec, 0)
     if args.data_root is not None:
         problem = Problem(config.problem)
