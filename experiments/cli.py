@@ -19,7 +19,7 @@ from fds_tune.validation import check, check_int, check_number
 
 from experiments.compare import COMPARE_PRESETS, compare, write_report
 
-__all__ = ["main"]
+__all__ = ["checked", "key_value", "main", "one_line"]
 
 PROG = "fds-tune"
 
@@ -38,30 +38,30 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--preset", required=True, choices=sorted(COMPARE_PRESETS))
     seeds = c.add_mutually_exclusive_group()
     seeds.add_argument(
-        "--seeds", type=_checked(int, check_int, minimum=1), default=1, metavar="K",
+        "--seeds", type=checked(int, check_int, minimum=1), default=1, metavar="K",
         help="run K seeds of every method, seeds 0..K-1 (default 1: seed 0)",
     )
     seeds.add_argument(
-        "--seed-list", nargs="+", type=_checked(int, check_int, minimum=0), default=None, metavar="S",
+        "--seed-list", nargs="+", type=checked(int, check_int, minimum=0), default=None, metavar="S",
         help="run exactly these seeds of every method instead, e.g. --seed-list 2 5 (distinct ints >= 0)",
     )
     c.add_argument(
-        "--budget", type=_checked(float, check_number, low=0, low_open=True), default=None,
+        "--budget", type=checked(float, check_number, low=0, low_open=True), default=None,
         help="training epochs per black-box method (default: the preset's)",
     )
     c.add_argument(
-        "--budget-ratio", type=_checked(float, check_number, low=0, low_open=True), default=None, metavar="R",
+        "--budget-ratio", type=checked(float, check_number, low=0, low_open=True), default=None, metavar="R",
         help="instead of --budget: R times FDS's total compute (FDS runs first for each seed)",
     )
     c.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), metavar="METHOD", help=f"from {', '.join(METHODS)} (default: all)")
-    c.add_argument("--max-epochs", type=_checked(int, check_int, minimum=1), default=None, help="epochs of one black-box trial and of an HD/greedy run")
-    c.add_argument("--samples", type=_checked(int, check_int, minimum=1), default=None, help="black-box trials per method")
+    c.add_argument("--max-epochs", type=checked(int, check_int, minimum=1), default=None, help="epochs of one black-box trial and of an HD/greedy run")
+    c.add_argument("--samples", type=checked(int, check_int, minimum=1), default=None, help="black-box trials per method")
     c.add_argument(
-        "--set", action="append", default=[], type=_checked(_key_value), metavar="KEY=VALUE",
+        "--set", action="append", default=[], type=checked(key_value), metavar="KEY=VALUE",
         help="override a key of the FDS preset for every method (VALUE is JSON, e.g. epochs=[1,2] or data_root=\"/data\")",
     )
     c.add_argument(
-        "--range", action="append", default=[], type=_checked(_kind_range), metavar="KIND=LOW,HIGH", dest="ranges",
+        "--range", action="append", default=[], type=checked(_kind_range), metavar="KIND=LOW,HIGH", dest="ranges",
         help="black-box search range of one kind, e.g. lr=0,0.3 (default: the preset's; the paper's lr=0,1 momentum=0,0.99 weight_decay=0,0.003)",
     )
     c.add_argument(
@@ -72,9 +72,9 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default=None, help="output directory (default: results/PRESET)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
     c.add_argument("--address", default=None, help="an existing Ray cluster to run on (e.g. 'auto' or HOST:PORT); default: a local Ray")
-    c.add_argument("--cpus", type=_checked(int, check_int, minimum=1), default=None, help="CPUs for a local Ray (default: all)")
+    c.add_argument("--cpus", type=checked(int, check_int, minimum=1), default=None, help="CPUs for a local Ray (default: all)")
     c.add_argument(
-        "--gpus-per-trial", type=_checked(float, check_number, low=0, high=1, low_open=True), default=None, metavar="SHARE",
+        "--gpus-per-trial", type=checked(float, check_number, low=0, high=1, low_open=True), default=None, metavar="SHARE",
         help="on a Ray cluster with GPUs, the GPU share in (0, 1] every trial of every method requests (default 1: one trial "
         "per GPU); without GPUs trials request 1 CPU and train on CPU. Compute is device-seconds of one trial's resources",
     )
@@ -86,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
 ARG = "value"  # the key the checks below name; argparse names the option itself ("argument --seeds: got 0; ...")
 
 
-def _checked(parse: Callable[[str], object], checker: Callable | None = None, **rule) -> Callable[[str], object]:
+def checked(parse: Callable[[str], object], checker: Callable | None = None, **rule) -> Callable[[str], object]:
     """An argparse ``type``: ``parse`` the text, then ``checker(ARG, value, **rule)`` (a :mod:`fds_tune.validation`
     helper; text that does not parse goes to it as it is, so that it says what was expected).  The
     ``ValueError`` becomes argparse's error, in the one message form less the key."""
@@ -106,7 +106,8 @@ def _checked(parse: Callable[[str], object], checker: Callable | None = None, **
     return convert
 
 
-def _key_value(text: str) -> tuple[str, object]:
+def key_value(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> ``(KEY, VALUE)``: VALUE parsed as JSON, else kept as the bare string (e.g. a path)."""
     key, sep, raw = text.partition("=")
     check(ARG, text, bool(sep and key), "KEY=VALUE")
     try:
@@ -127,7 +128,8 @@ def _kind_range(text: str) -> tuple[str, tuple[float, float]]:
     return kind, (low, high)
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
+    """An error's message on one line (for ``PROG: error: ...``)."""
     return " ".join(str(err).split())
 
 
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             write_report(args.out)
     except (ValueError, FileNotFoundError) as err:  # bad input or missing files (CheckpointError is a ValueError)
-        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0
 
