@@ -74,7 +74,7 @@ import pandas as pd
 from fds_tune.validation import check, is_int
 
 __all__ = [
-    "load_results", "long_form", "find_trial_dirs", "ID_COLUMNS", "COMPUTE_COLUMNS", "METRIC_COLUMNS",
+    "load_results", "read_results_csv", "long_form", "find_trial_dirs", "ID_COLUMNS", "COMPUTE_COLUMNS", "METRIC_COLUMNS",
     "DICT_COLUMNS", "RUN_SECONDS", "RUN_EPOCHS",
 ]
 
@@ -120,6 +120,28 @@ def load_results(paths: str | os.PathLike | Iterable[str | os.PathLike], method:
         raw[col] = pd.array([r.get(col) for r in rows], dtype="Int64")
     return _tidy(raw)
 
+
+def read_results_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """The frame of :func:`load_results` read back from the ``results.csv`` that ``fds-tune compare``
+    writes (``df.to_csv``), for a comparison whose Ray directories are gone.
+
+    ``pandas.read_csv``, then: the dict columns (``schedule``, ``hypergrads``, ...; the CSV holds
+    their Python text, ``nan`` and ``inf`` included) parsed back into dicts, so that the plots see
+    what they see from the Ray directories; ``seed`` as nullable ints.  Every other column as
+    ``pandas.read_csv`` reads it.  Raises ``FileNotFoundError`` for a missing file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"path: got {str(path)!r}; must be an existing results.csv (from 'fds-tune compare')")
+    df = pd.read_csv(path)
+    for col in df.columns:
+        if not pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
+            parsed = _dicts(df[col])
+            if parsed is not None:
+                df[col] = parsed
+    if "seed" in df.columns:
+        df["seed"] = pd.array(df["seed"], dtype="Int64")
+    return df
 
 def find_trial_dirs(path: str | os.PathLike) -> list[Path]:
     """Trial directories (holding ``result.json`` or ``progress.csv``) at or under ``path``, resolved and sorted."""
@@ -240,6 +262,45 @@ def _parse_cell(text: str) -> Any:
             pass
     return text
 
+
+def _dicts(column: pd.Series) -> pd.Series | None:
+    """A column of dicts written as text, parsed back (None where missing); None when some value is not such a dict."""
+    values = []
+    for v in column:
+        if _missing_value(v):
+            values.append(None)
+            continue
+        if not isinstance(v, str) or not v.startswith("{"):
+            return None
+        try:
+            parsed = _literal(v)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            return None
+        if not isinstance(parsed, dict):
+            return None
+        values.append(parsed)
+    return pd.Series(values, index=column.index, dtype=object) if any(v is not None for v in values) else None
+
+
+class _PlainLiterals(ast.NodeTransformer):
+    """``nan``/``inf`` (Python's text of non-finite floats) as float constants; ``np.float64(x)`` (NumPy's) as ``x``."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        return ast.copy_location(ast.Constant(float(node.id)), node) if node.id in ("nan", "inf") else node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        func = node.func
+        if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id in ("np", "numpy") and len(node.args) == 1:
+            return self.visit(node.args[0])
+        return self.generic_visit(node)
+
+
+def _literal(text: str) -> Any:
+    return ast.literal_eval(_PlainLiterals().visit(ast.parse(text, mode="eval")))
+
+
+def _missing_value(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
 def _read_params(trial_dir: Path) -> dict[str, Any]:
     try:

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter, NullLocator
 
 from fds_tune.results import GREEDY_METHODS, POPULATION_METHODS
 
@@ -25,7 +26,7 @@ from .loaders import RUN_EPOCHS, RUN_SECONDS, long_form
 
 __all__ = [
     "plot_regret", "plot_schedules", "learned_schedules", "plot_hypergradients", "plot_per_step_hypergradients",
-    "plot_greedy_trajectories",
+    "plot_greedy_trajectories", "plot_horizon",
 ]
 
 _AXIS_LABELS = {RUN_SECONDS: "compute (device seconds, summed over trials)", RUN_EPOCHS: "compute (training epochs, summed over trials)"}
@@ -175,6 +176,63 @@ def plot_greedy_trajectories(df: pd.DataFrame, path: str | os.PathLike, methods:
     long = pd.concat([traj, sched], ignore_index=True) if len(sched) else traj
     return _plot_kinds(long, path, "epoch", "epoch", "Greedy methods' hyperparameters", "value", color_by="method")
 
+
+_BOUND_MARKERS = {"": "o", ">": "^", "<": "v"}  # exact, lower bound, upper bound
+
+
+def plot_horizon(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """FDS's speedup at matched accuracy against the horizon, both axes log-scaled: one line per
+    method of a :func:`~analysis.horizon_frame`, with error bars (± std over seed pairs; on the
+    log axis the lower bar stops short of 0), lower bounds as upward triangles, upper bounds as
+    downward ones, and a line at 1 (no speedup).  Horizons where neither run of any seed pair
+    reaches the level have no point."""
+    missing = [c for c in ("steps", "method", "within", "speedup", "speedup_std", "speedup_bound") if c not in frame.columns]
+    if missing:
+        raise ValueError(f"frame columns: got {list(frame.columns)}; must be the columns of horizon_frame (missing: {missing})")
+    fig, (ax,) = _figure(1)
+    fig.set_size_inches(9.5, 4.5)  # room for the legend beside the axes
+    drawn = False
+    for n, method in enumerate(method_order(frame["method"].unique())):
+        rows = frame[frame["method"] == method].sort_values("steps", kind="stable")
+        xs, ys = rows["steps"].to_numpy(float), rows["speedup"].to_numpy(float)
+        std = np.nan_to_num(rows["speedup_std"].to_numpy(float), nan=0.0)
+        bounds = rows["speedup_bound"].map(lambda b: b if isinstance(b, str) else "").to_numpy()
+        ok = np.isfinite(ys) & (ys > 0)
+        if not ok.any():
+            continue
+        drawn = True
+        color = f"C{n % 10}"
+        ax.plot(xs[ok], ys[ok], "-", color=color, linewidth=1.2, label=method)
+        for bound, marker in _BOUND_MARKERS.items():
+            pick = ok & (bounds == bound)
+            if pick.any():
+                low = np.minimum(std[pick], 0.9 * ys[pick])  # a bar through 0 has no place on a log axis
+                ax.errorbar(xs[pick], ys[pick], yerr=[low, std[pick]], fmt=marker, color=color, markersize=7, capsize=3, linestyle="none")
+    ax.axhline(1.0, color="0.4", linewidth=0.8, linestyle="--")
+    if not drawn:
+        ax.text(0.5, 0.5, "no data: no method's speedup reached the level at any horizon", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    steps = sorted(frame["steps"].unique())
+    ax.set_xticks([float(s) for s in steps], labels=[f"{int(s):,}" for s in steps])
+    ax.xaxis.set_minor_locator(NullLocator())
+    times = FuncFormatter(lambda v, _: f"{v:g}×")
+    low, high = ax.get_ylim()
+    ax.yaxis.set_major_formatter(times)
+    ax.yaxis.set_minor_formatter(times if np.log10(high / low) < 1.5 else NullFormatter())  # label 2×, 3×, ... on a short axis
+    ax.set_xlabel("horizon (inner steps per training run)")
+    ax.set_ylabel("FDS speedup at matched accuracy (×, device-hours)")
+    handles, _ = ax.get_legend_handles_labels()
+    keys = [
+        Line2D([], [], color="0.3", marker="o", linestyle="none", label="exact (mean ± std over seed pairs)"),
+        Line2D([], [], color="0.3", marker="^", linestyle="none", label="> lower bound (the method misses the level in some seed)"),
+        Line2D([], [], color="0.3", marker="v", linestyle="none", label="< upper bound (FDS misses the level in some seed)"),
+        Line2D([], [], color="0.4", linestyle="--", label="1× (no speedup)"),
+    ]
+    ax.legend(handles=[*handles, *keys], fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    within = ", ".join(f"{w:g}" for w in sorted(frame["within"].unique())) if len(frame) else "1"
+    ax.set_title(f"FDS speedup against the horizon (level = best − {within} pt)")
+    return _save(fig, path)
 
 # ---- helpers ------------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from .curves import (
     regret, speedup_at_matched_accuracy,
 )
 
-__all__ = ["comparison_table", "format_table", "to_markdown", "to_latex", "TABLE_COLUMNS"]
+__all__ = ["comparison_table", "format_table", "to_markdown", "to_latex", "TABLE_COLUMNS", "format_mean_std", "format_speedup"]
 
 # column -> (header, how to print it).  "{reference}" is the reference method's name, "{level}" the column's common
 # level: "hours_to" and "speedup" give one column per level, named "<column>_<k>pt" (best − k points).
@@ -319,6 +319,7 @@ def _marker_notes(table: pd.DataFrame, reference: str) -> list[str]:
 
 # ---- cells -----------------------------------------------------------------------------------
 
+_BOUND_WORDS = {">": "lower bound", "<": "upper bound"}
 _FORMATS = {
     "int": lambda v: f"{int(round(v))}",
     "pct": lambda v: f"{100 * v:.2f}",
@@ -338,30 +339,43 @@ def _cell(table: pd.DataFrame, method, col: str, kind: str) -> str:
     if kind == "text":
         return "—" if _missing(mean) else str(mean)
     if kind == "speedup":
-        bound, pairs, seeds = get("_bound"), get("_pairs"), get("_seeds")
-        if bound == NOT_REACHED:
-            return NOT_REACHED
-        if _missing(mean):
-            return "—"
-        text = (f"{bound} " if bound else "") + _mean_std(mean, None if bound else std, kind) + "×"
-        return text + (f" ({int(pairs)}/{int(seeds)} seeds)" if pairs < seeds else "")
+        return format_speedup(mean, std, get("_bound"), get("_pairs"), get("_seeds"))
     reached = get("_reached")
     if reached is not None:
         runs = int(table.at[method, "runs"])
         if reached == 0:
             return NOT_REACHED
-        return _mean_std(mean, std, kind) + (f" ({int(reached)}/{runs} reached)" if reached < runs else "")
+        return format_mean_std(mean, std, kind) + (f" ({int(reached)}/{runs} reached)" if reached < runs else "")
     if _missing(mean):
         return "—"
-    return _mean_std(mean, std, kind) + ("×" if kind == "ratio" else "")
+    return format_mean_std(mean, std, kind) + ("×" if kind == "ratio" else "")
 
 
-def _mean_std(mean, std, kind: str) -> str:
+def format_mean_std(mean, std, kind: str) -> str:
+    """``mean ± std`` as the table prints a cell of ``kind`` (``"pct"``: accuracy in percent, ``"hours"``, ``"epochs"``,
+    ``"ratio"``, ``"speedup"``, ``"count"``, ``"int"``); no ``±`` where ``std`` is None or NaN."""
     fmt = _FORMATS[kind]
     text = _no_negative_zero(fmt(float(mean)))
     if not _missing(std):
         text += f" ± {fmt(float(std))}"
     return text
+
+
+def format_speedup(speedup, std, bound: str | None, pairs, seeds, explain: bool = False) -> str:
+    """A speedup as the table prints it: ``2.50 ± 0.71×``, ``> 2.25×`` (a lower bound, no spread), ``< 2.50×``
+    (an upper bound), then ``(k/n seeds)`` when only ``pairs`` of the ``seeds`` give a ratio; ``not reached``;
+    ``—`` when there is none.  ``explain``: the markers in words too, ``> 2.25× (lower bound; 1/2 seeds)``, and
+    ``no ratio (the seeds' bounds disagree)`` for a speedup of no pair out of some seeds."""
+    if bound == NOT_REACHED:
+        return NOT_REACHED
+    if _missing(speedup):
+        both_ways = explain and not _missing(pairs) and not _missing(seeds) and pairs == 0 and seeds > 0
+        return "no ratio (the seeds' bounds disagree)" if both_ways else "—"
+    text = (f"{bound} " if bound else "") + format_mean_std(speedup, None if bound else std, "speedup") + "×"
+    partial = not _missing(pairs) and not _missing(seeds) and pairs < seeds
+    notes = [_BOUND_WORDS[bound]] if explain and bound in _BOUND_WORDS else []
+    notes += [f"{int(pairs)}/{int(seeds)} seeds"] if partial else []
+    return text + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _missing(value) -> bool:

@@ -2,7 +2,16 @@
 
     fds-tune compare --preset digits [--seeds K | --seed-list S ...] [--budget EPOCHS | --budget-ratio R] [--methods fds bohb ...] [--range lr=0,0.3]
                      [--gpus-per-trial SHARE] [--out DIR] [--resume] [--problem mypkg.module:make_problem]
-    fds-tune report DIR          # rebuild CSV, table and plots from DIR/ray without running anything
+    fds-tune report DIR          # rebuild CSV, table, reading and plots from DIR/ray (or DIR/results.csv alone) without running anything
+    fds-tune report --horizon DIR [--point STEPS=PATH ...] [--seeds S ...]
+                                 # the horizon study: FDS's speedup at each DIR/h<steps>/ (and each --point) -> DIR/horizon.{csv,md,png}
+
+``report DIR`` reads ``DIR/ray`` where it exists (and rewrites ``DIR/results.csv`` from it), else
+``DIR/results.csv`` alone (a committed CSV).  ``--horizon`` changes what DIR is: the horizon
+study's directory, one comparison per horizon (``h<steps>/``, each with ``results.csv`` or
+``ray/``); ``--point 2000=results/reproduction/wide`` adds a comparison directory elsewhere as
+one more horizon, and ``--seeds 0 1`` restricts every horizon to those seeds (default: the seeds
+with runs of FDS and every method at every horizon).
 
 Every error is one line on stderr, ``fds-tune: error: ...``, with exit status 2.
 """
@@ -17,7 +26,7 @@ from collections.abc import Callable
 from fds_tune.results import METHODS
 from fds_tune.validation import check, check_int, check_number
 
-from experiments.compare import COMPARE_PRESETS, compare, write_report
+from experiments.compare import COMPARE_PRESETS, compare, write_horizon_report, write_report
 
 __all__ = ["checked", "key_value", "main", "one_line"]
 
@@ -78,8 +87,27 @@ def _parser() -> argparse.ArgumentParser:
         help="on a Ray cluster with GPUs, the GPU share in (0, 1] every trial of every method requests (default 1: one trial "
         "per GPU); without GPUs trials request 1 CPU and train on CPU. Compute is device-seconds of one trial's resources",
     )
-    r = sub.add_parser("report", help="rebuild results.csv, the table and the plots from a comparison directory")
-    r.add_argument("out")
+    r = sub.add_parser(
+        "report", help="rebuild results.csv, the table, its reading and the plots from a comparison directory (or, with --horizon, "
+        "the horizon study's speedup table and plot)",
+    )
+    r.add_argument(
+        "out", metavar="DIR",
+        help="a comparison directory: its ray/ where present (results.csv is rewritten from it), else its results.csv alone; "
+        "with --horizon, the horizon study's directory (h<steps>/ subdirectories, one comparison each)",
+    )
+    r.add_argument(
+        "--horizon", action="store_true",
+        help="DIR is a horizon study: write DIR/horizon.csv, horizon.md and horizon.png (FDS's speedup at each horizon)",
+    )
+    r.add_argument(
+        "--point", action="append", default=[], type=checked(_steps_path), metavar="STEPS=PATH",
+        help="with --horizon: one more horizon, a comparison directory with results.csv or ray/, e.g. 2000=results/reproduction/wide",
+    )
+    r.add_argument(
+        "--seeds", nargs="+", type=checked(int, check_int, minimum=0), default=None, metavar="S",
+        help="with --horizon: the seeds to use at every horizon (default: those with runs of FDS and every method at every horizon)",
+    )
     return p
 
 
@@ -128,13 +156,23 @@ def _kind_range(text: str) -> tuple[str, tuple[float, float]]:
     return kind, (low, high)
 
 
+def _steps_path(text: str) -> tuple[int, str]:
+    steps, sep, path = text.partition("=")
+    ok = bool(sep and path) and steps.isdigit() and int(steps) >= 1
+    check(ARG, text, ok, "STEPS=PATH with STEPS an int >= 1 (inner steps), e.g. 2000=results/reproduction/wide")
+    return int(steps), path
+
+
 def one_line(err: BaseException) -> str:
     """An error's message on one line (for ``PROG: error: ...``)."""
     return " ".join(str(err).split())
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "report":
+        _check_report_options(parser, args)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
@@ -156,12 +194,27 @@ def main(argv: list[str] | None = None) -> int:
                 gpus_per_trial=args.gpus_per_trial,
                 problem=args.problem,
             )
+        elif args.horizon:
+            write_horizon_report(args.out, points=dict(args.point), seeds=args.seeds)
         else:
             write_report(args.out)
     except (ValueError, FileNotFoundError) as err:  # bad input or missing files (CheckpointError is a ValueError)
         print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _check_report_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--point and --seeds only with --horizon; each horizon and seed once."""
+    if not args.horizon:
+        for option, given in (("--point", args.point), ("--seeds", args.seeds)):
+            if given:
+                parser.error(f"argument {option}: only with --horizon")
+    steps = [s for s, _ in args.point]
+    if len(set(steps)) < len(steps):
+        parser.error(f"argument --point: got horizons {steps}; must be distinct")
+    if args.seeds is not None and len(set(args.seeds)) < len(args.seeds):
+        parser.error(f"argument --seeds: got {args.seeds}; must be distinct")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,13 @@ schedule search space, then writes
 * ``ray/<method>-seed<k>/``: the Ray Tune experiments (one per method and seed);
 * ``results.csv``: every reported result, tidy (:func:`analysis.load_results`);
 * ``table.md`` / ``table.tex``: the comparison table (:func:`analysis.comparison_table`);
+* ``reading.md``: the table in one paragraph (:func:`analysis.reading`), also printed under it;
 * ``regret.png``, ``schedules.png``, ``hypergradients.png``, ``greedy.png``: the plots.
 * ``cluster.json``: the Ray cluster's CPUs and GPUs and what each trial requested (the caption's concurrency).
+
+:func:`write_report` rebuilds all but the Ray directories, from ``ray/`` or, where it is gone,
+from ``results.csv`` alone; :func:`write_horizon_report` reads one comparison per horizon
+(``h<steps>/``) into the horizon study's ``horizon.csv``, ``horizon.md`` and ``horizon.png``.
 
 Compute is counted on the same axes for every method (``epochs_total`` and
 ``compute_s``, see :mod:`fds_tune.results`).  ``compute_s`` is device-seconds of
@@ -45,6 +50,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -77,11 +83,12 @@ from fds_tune.validation import check, check_choice, check_int, check_number, ch
 
 __all__ = [
     "COMPARE_PRESETS", "CompareSpec", "compare", "write_report", "search_space", "Progress", "trial_resources", "seed_list",
-    "compute_caption", "population_size", "final_member",
+    "compute_caption", "population_size", "final_member", "write_horizon_report",
 ]
 
 DONE_MARKER = ".fds_tune_done"
 CLUSTER_FILE = "cluster.json"  # the Ray cluster's CPUs and GPUs and each trial's request, for the report's caption
+READING_FILE = "reading.md"  # the table in one paragraph (analysis.reading)
 # Methods Ray Tune cannot restore after a killed driver (see baselines/hyperband.py, baselines/bohb.py).
 NOT_RESUMABLE = {
     "bohb": "BOHB cannot be resumed: TuneBOHB fails after Tuner.restore (a known upstream problem).",
@@ -561,22 +568,35 @@ def final_member(path: Path) -> tuple[Path, dict[str, Any]] | None:
 
 
 def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Results CSV, table and plots from the experiments under ``out/ray`` (no Ray needed)."""
+    """Results CSV, table, reading and plots of a comparison directory (no Ray needed).
+
+    From the experiments under ``out/ray`` where they exist (``results.csv`` is rewritten from
+    them); else from ``out/results.csv`` alone (a committed CSV: the Ray directories are too big
+    to commit).  The table, its reading (``reading.md``, :func:`analysis.reading`) and the plots
+    are the same either way; the caption counts concurrency from ``out/cluster.json`` if present.
+    """
     out = Path(out)
-    check(
-        "out", str(out), (out / "ray").is_dir(),
-        f"a comparison directory holding results in {out / 'ray'} (from 'fds-tune compare --out {out}'); run a comparison first",
-    )
-    df = analysis.load_results(out / "ray")
-    if (out / CALIBRATION_FILE).exists():  # compute in plain-epoch equivalents: compute_s / plain_epoch_s
-        df["plain_epoch_s"] = json.loads((out / CALIBRATION_FILE).read_text())["plain_epoch_s"]
     csv = out / "results.csv"
-    df.to_csv(csv, index=False)
-    table = analysis.comparison_table(pd.read_csv(csv))  # the table comes from the CSV, nothing else
+    check(
+        "out", str(out), (out / "ray").is_dir() or csv.is_file(),
+        f"a comparison directory holding results in {out / 'ray'} (from 'fds-tune compare --out {out}') or their {csv.name}; "
+        "run a comparison first",
+    )
+    if (out / "ray").is_dir():
+        df = analysis.load_results(out / "ray")
+        if (out / CALIBRATION_FILE).exists():  # compute in plain-epoch equivalents: compute_s / plain_epoch_s
+            df["plain_epoch_s"] = json.loads((out / CALIBRATION_FILE).read_text())["plain_epoch_s"]
+        df.to_csv(csv, index=False)
+    else:
+        df = analysis.read_results_csv(csv)  # what the plots read from the Ray directories: dict columns parsed back
+    frame = pd.read_csv(csv)
+    table = analysis.comparison_table(frame)  # the table comes from the CSV, nothing else
+    reading = analysis.reading(table, frame)
     cluster = json.loads((out / CLUSTER_FILE).read_text())["cluster"] if (out / CLUSTER_FILE).exists() else None
     caption = compute_caption(df, cluster)
     (out / "table.md").write_text(analysis.to_markdown(table) + "\n")
     (out / "table.tex").write_text(analysis.to_latex(table, caption=caption) + "\n")
+    (out / READING_FILE).write_text(reading + "\n")
     plots = {"regret": analysis.plot_regret(df, out / "regret.png")}
     if "fds" in set(df["method"]) or set(POPULATION_METHODS) & set(df["method"]):
         plots["schedules"] = analysis.plot_schedules(df, out / "schedules.png")
@@ -588,8 +608,63 @@ def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> 
         plots["greedy"] = analysis.plot_greedy_trajectories(df, out / "greedy.png")
     log("\n" + analysis.to_markdown(table))
     log(caption)
-    log(f"\nresults: {csv}\ntable:   {out / 'table.md'}\nplots:   " + ", ".join(str(p) for p in plots.values()))
-    return {"csv": csv, "table": table, "plots": plots, "out": out}
+    log("\n" + reading)
+    log(
+        f"\nresults: {csv}\ntable:   {out / 'table.md'}\nreading: {out / READING_FILE}\nplots:   "
+        + ", ".join(str(p) for p in plots.values())
+    )
+    return {"csv": csv, "table": table, "reading": reading, "plots": plots, "out": out}
+
+
+def write_horizon_report(
+    dir: str | os.PathLike, points: Mapping[int, str | os.PathLike] | None = None, seeds: Sequence[int] | None = None,
+    log: Callable[[str], None] = print, methods: Sequence[str] = analysis.HORIZON_METHODS,
+) -> dict[str, Any]:
+    """The horizon study's report: FDS's speedup against ``methods`` at each horizon (:func:`analysis.horizon_frame`).
+
+    Horizons: every ``dir/h<steps>/`` (its ``results.csv``, else its ``ray/``), plus ``points``,
+    ``{steps: comparison directory}`` (its ``results.csv``, else its ``ray/``; e.g. the wide
+    comparison as the 2,000-step point).  ``seeds``: the seeds used at every horizon (default:
+    those with runs of FDS and every method at every horizon).  Writes ``dir/horizon.csv``,
+    ``dir/horizon.md`` and ``dir/horizon.png`` and prints the Markdown.
+    """
+    root = Path(dir)
+    check("dir", str(root), root.is_dir(), "an existing directory of horizon comparisons (h<steps>/ each holding results.csv or ray/)")
+    found: dict[int, Path] = {}
+    for sub in sorted(root.iterdir(), key=lambda p: p.name):
+        match = re.fullmatch(r"h(\d+)", sub.name)
+        if match and sub.is_dir():
+            if _has_results(sub):
+                found[int(match.group(1))] = sub
+            else:
+                log(f"{sub}: no results.csv or ray/ yet; left out")
+    for steps, path in (points or {}).items():
+        check_int("points", steps, minimum=1, rule="keyed by horizons, ints >= 1 (inner steps per training run)")
+        check(f"points[{steps}]", str(path), steps not in found, f"a horizon not already in {root} (h{steps}/ holds it)")
+        check(f"points[{steps}]", str(path), _has_results(Path(path)), "a comparison directory holding results.csv or ray/")
+        found[steps] = Path(path)
+    check("dir", str(root), bool(found), "a directory holding h<steps>/results.csv (one comparison per horizon), or points given")
+    frames = {steps: _comparison_results(path) for steps, path in sorted(found.items())}
+    seeds = analysis.horizon_seeds(frames, methods) if seeds is None else list(seeds)
+    frame = analysis.horizon_frame(frames, methods=methods, seeds=seeds)
+    markdown = analysis.horizon_to_markdown(frame)
+    csv, md = root / "horizon.csv", root / "horizon.md"
+    frame.to_csv(csv, index=False)
+    md.write_text(markdown)
+    plot = analysis.plot_horizon(frame, root / "horizon.png")
+    log("\n" + markdown)
+    log("horizons: " + ", ".join(f"{steps} ({path})" for steps, path in sorted(found.items())))
+    log(f"\nresults: {csv}\ntable:   {md}\nplot:    {plot}")
+    return {"frame": frame, "csv": csv, "markdown": markdown, "plot": plot, "seeds": list(seeds), "points": dict(sorted(found.items()))}
+
+
+def _has_results(path: Path) -> bool:
+    return (path / "results.csv").is_file() or (path / "ray").is_dir()
+
+
+def _comparison_results(path: Path) -> pd.DataFrame:
+    """A comparison directory's results: its ``results.csv``, else its Ray experiments."""
+    return pd.read_csv(path / "results.csv") if (path / "results.csv").is_file() else analysis.load_results(path / "ray")
 
 
 def compute_caption(df: pd.DataFrame, cluster: Mapping[str, float] | None = None) -> str:

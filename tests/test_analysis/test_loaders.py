@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import RUN_EPOCHS, RUN_SECONDS, load_results, long_form
+from analysis import RUN_EPOCHS, RUN_SECONDS, comparison_table, load_results, long_form, read_results_csv, to_markdown
 from analysis.loaders import COMPUTE_COLUMNS, ID_COLUMNS, METRIC_COLUMNS
 
 
@@ -158,3 +158,22 @@ def test_seed_and_preset_come_from_the_results_else_the_config(tmp_path):
     assert df.loc["neither", "seed"] is pd.NA and df.loc["neither", "preset"] is None
     assert df.loc["neither", "run"] == "exp/seed=?"
     assert str(df["seed"].dtype) == "Int64"
+
+
+def test_a_results_csv_reads_back_with_its_dict_columns(seeds_frame, tmp_path):
+    """What ``fds-tune report`` reads when the Ray directories are gone: the CSV ``df.to_csv`` wrote, dicts parsed back."""
+    df = seeds_frame()
+    df["schedule"] = [{"lr": [0.1, float("nan")], "momentum": [float("inf"), -float("inf")]}] + [{"lr": [0.1 * i]} for i in range(1, len(df))]
+    df["hypergrads"] = [None] * (len(df) - 1) + [{"lr": [np.float64(-2.5)]}]  # NumPy's text of a float: np.float64(-2.5)
+    df["note"] = ["{not a dict"] + ["x"] * (len(df) - 1)  # text that is not a dict stays text
+    df.to_csv(tmp_path / "results.csv", index=False)
+    back = read_results_csv(tmp_path / "results.csv")
+    first = back["schedule"].iloc[0]
+    assert first["lr"][0] == 0.1 and np.isnan(first["lr"][1]) and first["momentum"] == [float("inf"), -float("inf")]
+    assert back["schedule"].iloc[1:].tolist() == df["schedule"].iloc[1:].tolist()
+    assert back["hypergrads"].iloc[:-1].isna().all() and back["hypergrads"].iloc[-1] == {"lr": [-2.5]}
+    assert back["note"].tolist() == df["note"].tolist() and str(back["seed"].dtype) == "Int64"
+    assert len(long_form(back, "schedule")) == len(long_form(df, "schedule"))
+    assert to_markdown(comparison_table(back)) == to_markdown(comparison_table(df))
+    with pytest.raises(FileNotFoundError, match=r"path: got '.*nowhere.csv'; must be an existing results.csv"):
+        read_results_csv(tmp_path / "nowhere.csv")

@@ -94,7 +94,7 @@ def test_report_on_a_missing_directory_says_how_to_get_results(tmp_path, capsys)
     err = _report_error(out, capsys)
     assert err == (
         f"fds-tune: error: out: got '{out}'; must be a comparison directory holding results in {out / 'ray'} "
-        f"(from 'fds-tune compare --out {out}'); run a comparison first\n"
+        f"(from 'fds-tune compare --out {out}') or their results.csv; run a comparison first\n"
     )
 
 
