@@ -572,11 +572,12 @@ def write_report(out: str | os.PathLike, log: Callable[[str], None] = print) -> 
 
     From the experiments under ``out/ray`` where they exist (``results.csv`` is rewritten from
     them); else from ``out/results.csv`` alone (a committed CSV: the Ray directories are too big
-    to commit).  The table, its reading (``reading.md``, :func:`analysis.reading`) and the plots
-    are the same either way; the caption counts concurrency from ``out/cluster.json`` if present.
+    to commit; ``out/results.csv.gz`` is read alike, and left as it is).  The table, its reading
+    (``reading.md``, :func:`analysis.reading`) and the plots are the same either way; the caption
+    counts concurrency from ``out/cluster.json`` if present.
     """
     out = Path(out)
-    csv = out / "results.csv"
+    csv = results_csv(out)
     check(
         "out", str(out), (out / "ray").is_dir() or csv.is_file(),
         f"a comparison directory holding results in {out / 'ray'} (from 'fds-tune compare --out {out}') or their {csv.name}; "
@@ -658,13 +659,20 @@ def write_horizon_report(
     return {"frame": frame, "csv": csv, "markdown": markdown, "plot": plot, "seeds": list(seeds), "points": dict(sorted(found.items()))}
 
 
+def results_csv(out: Path) -> Path:
+    """A comparison directory's results CSV: ``results.csv``, or a committed ``results.csv.gz`` where only it exists."""
+    gz = out / "results.csv.gz"
+    return gz if gz.is_file() and not (out / "results.csv").is_file() and not (out / "ray").is_dir() else out / "results.csv"
+
+
 def _has_results(path: Path) -> bool:
-    return (path / "results.csv").is_file() or (path / "ray").is_dir()
+    return results_csv(path).is_file() or (path / "ray").is_dir()
 
 
 def _comparison_results(path: Path) -> pd.DataFrame:
-    """A comparison directory's results: its ``results.csv``, else its Ray experiments."""
-    return pd.read_csv(path / "results.csv") if (path / "results.csv").is_file() else analysis.load_results(path / "ray")
+    """A comparison directory's results: its ``results.csv`` (or ``.csv.gz``), else its Ray experiments."""
+    csv = results_csv(path)
+    return pd.read_csv(csv) if csv.is_file() else analysis.load_results(path / "ray")
 
 
 def compute_caption(df: pd.DataFrame, cluster: Mapping[str, float] | None = None) -> str:

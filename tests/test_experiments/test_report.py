@@ -51,6 +51,19 @@ def test_write_report_returns_the_reading_and_the_schedules_from_the_csv(committ
     assert len(analysis.long_form(df[df["method"] == "fds"], "schedule")) == 4 * 3  # 4 results, 3 values each
 
 
+def test_a_gzipped_csv_rebuilds_the_same_report(committed, tmp_path):
+    """A large comparison is committed as results.csv.gz: the report reads it as it reads results.csv."""
+    write_report(committed, log=lambda _: None)
+    zipped = tmp_path / "zipped"
+    zipped.mkdir()
+    pd.read_csv(committed / "results.csv").to_csv(zipped / "results.csv.gz", index=False)
+    (zipped / "cluster.json").write_text((committed / "cluster.json").read_text())
+    report = write_report(zipped, log=lambda _: None)
+    assert report["csv"] == zipped / "results.csv.gz" and not (zipped / "results.csv").exists()
+    for name in ("table.md", "reading.md"):
+        assert (zipped / name).read_text() == (committed / name).read_text()
+
+
 def test_report_without_ray_or_csv_says_what_it_needs(tmp_path):
     with pytest.raises(ValueError, match=r"out: got '.*'; must be a comparison directory holding results in .*ray .* or their results.csv"):
         write_report(tmp_path)
