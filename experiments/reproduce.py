@@ -5,8 +5,8 @@ Three parts, each a comparison directory under ``--out`` (each resumes with ``--
 * ``wide/``: every method, seeds 0-2, the paper's wide ranges (lr in [0, 1], momentum in
   [0, 0.99], weight decay in [0, 0.003]) for every method, FDS bounded to the same ranges;
 * ``narrow/``: the same seeds in the narrow ranges (lr in [0, 0.3], momentum in [0, 0.9]), the
-  black-box methods' best case: FDS, random search, HyperBand, BOHB and ASHA
-  (:data:`NARROW_METHODS`; the others would double the run's time on 2 cores); the
+  black-box methods' best case: FDS, random search, HyperBand and BOHB, the paper's baselines
+  (:data:`NARROW_METHODS`; every method would double the run's time on 2 cores); the
   learning-rate-free rows do not depend on a range, so they are the wide part's runs (copied,
   not run again);
 * ``horizon/h<steps>/``: FDS, BOHB, HyperBand and random search at shorter and longer horizons
@@ -36,9 +36,9 @@ STEPS_PER_EPOCH = 400  # the preset's 25,600 training images in batches of 64
 HORIZON_EPOCHS = (2, 15)  # 800 and 6,000 steps; the 2,000-step point is the wide part
 HORIZON_METHODS = ("fds", "bohb", "hyperband", "random")
 HORIZON_SEEDS = (0, 1)
-# The narrow table runs FDS and the black-box methods whose budget is what the ranges change most
-# (the others: see the module docstring); on 2 cores every method twice over would take ~2.6 hours.
-NARROW_METHODS = ("fds", "random", "hyperband", "bohb", "asha")
+# The narrow table runs FDS against random search, HyperBand and BOHB (the paper's black-box
+# baselines): on 2 cores every method twice over would take ~3 hours.
+NARROW_METHODS = ("fds", "random", "hyperband", "bohb")
 PARTS = ("wide", "horizon", "narrow")
 
 
