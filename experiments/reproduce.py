@@ -12,9 +12,10 @@ Three parts, each a comparison directory under ``--out`` (each resumes with ``--
 * ``horizon/h<steps>/``: FDS, BOHB, HyperBand and random search at shorter and longer horizons
   (seeds 0-1, wide ranges); the 2,000-step point is the wide part's seeds 0 and 1.
 
-Then ``horizon/horizon.png`` and ``horizon/horizon.md`` (FDS's speedup against each method as the
-horizon grows, :func:`analysis.horizon_frame`).  ``fds-tune report DIR`` rebuilds each part's table
-and plots from its ``results.csv`` alone; ``fds-tune report --horizon DIR/horizon`` the horizon plot.
+Then ``horizon/horizon.png``, ``horizon.md`` and ``horizon.csv`` (FDS's speedup against each method
+as the horizon grows, :func:`analysis.horizon_frame`).  ``fds-tune report DIR`` rebuilds each part's
+table and plots from its ``results.csv`` alone; ``fds-tune report --horizon DIR/horizon --point
+2000=DIR/wide --seeds 0 1`` the horizon report.
 
     python experiments/reproduce.py --out results/reproduction [--resume] [--parts wide narrow horizon]
 """
@@ -27,12 +28,13 @@ from pathlib import Path
 
 from fds_tune.results import LR_FREE_METHODS, METHODS
 
-from experiments.compare import compare
+from experiments.compare import compare, write_horizon_report
 
 PRESET = "fashion_mnist_paper"
 SEEDS = (0, 1, 2)
 NARROW = {"lr": (0.0, 0.3), "momentum": (0.0, 0.9)}
 STEPS_PER_EPOCH = 400  # the preset's 25,600 training images in batches of 64
+EPOCHS = 5  # the preset's horizon: 2,000 steps
 HORIZON_EPOCHS = (2, 15)  # 800 and 6,000 steps; the 2,000-step point is the wide part
 HORIZON_METHODS = ("fds", "bohb", "hyperband", "random")
 HORIZON_SEEDS = (0, 1)
@@ -73,6 +75,7 @@ def main(out: str, parts=PARTS, resume: bool = False, horizons=HORIZON_EPOCHS, n
                 PRESET, out=out / "horizon" / f"h{epochs * STEPS_PER_EPOCH}", seeds=list(HORIZON_SEEDS), methods=list(HORIZON_METHODS),
                 max_epochs=epochs, overrides=horizon_overrides(epochs), resume=resume, log=log,
             )
+        write_horizon_report(out / "horizon", {EPOCHS * STEPS_PER_EPOCH: out / "wide"}, seeds=list(HORIZON_SEEDS), log=log)
     if "narrow" in parts:
         share_runs(out / "wide", out / "narrow", LR_FREE_METHODS, SEEDS)
         methods = list(narrow_methods) + list(LR_FREE_METHODS)  # the lr-free runs are the wide part's, kept
