@@ -3,11 +3,17 @@
 
 **Incumbent.**  What a run would hand over if stopped now.  At each result of a
 run, in the frame's order (wall clock, see :mod:`analysis.loaders`), the
-incumbent is the best result reported *so far by any trial of the run*, by
-validation only: the highest ``val_acc``; ties: the lower ``val_loss``, then
-the earlier result.  Every result counts, not only each trial's latest one (a
-search keeps the configuration, or checkpoint, that validated best).  A result
-with ``diverged`` true, or without a ``val_acc``, never becomes the incumbent.
+incumbent is the best *complete* result reported *so far by any trial of the run*,
+by validation only: the highest ``val_acc``; ties: the lower ``val_loss``, then
+the earlier result.  A result is complete when it ends a trial that trained its
+whole horizon (``done`` true) or is an FDS outer step (``outer_step``: each is a
+whole inner run): what a method hands over is a configuration, retrained for the
+whole horizon, so it is judged where its run ends, not at an intermediate epoch
+(a schedule that validated best at epoch 4 of 5 can collapse in its last chunk),
+and a trial a scheduler or the budget stopped early is never chosen (Ray Tune's
+``scope="last"`` over completed trials).  In a frame without a ``done`` column
+every result is complete.  A result with ``diverged`` true, or without a
+``val_acc``, never becomes the incumbent.
 
 **Anytime curve.**  One point per result: the incumbent's ``test_acc``.  The
 test set never chooses, so the curve changes only when the incumbent changes
@@ -25,9 +31,11 @@ its curve:
 
 * FDS: its last result and ``retrain_test_acc`` (before it has retrained: its
   best outer step by validation, and that step's ``test_acc``);
-* black-box search: the result with the best validation over the whole search,
-  and its ``test_acc`` (its ``handover_test_acc`` where the search retrained it);
-* greedy online methods (one trial): the epoch with the best validation.
+* black-box search: the completed trial with the best final validation over the
+  whole search, and its ``test_acc`` (its ``handover_test_acc`` where the search
+  retrained it);
+* greedy online methods and learning-rate-free optimizers: the completed run (of
+  their grid) with the best final validation.
 
 Curves run on a compute axis ``x``: ``run_compute_s`` (device seconds of the
 whole run so far, summed over its trials) or ``run_epochs`` (training epochs,
@@ -139,18 +147,20 @@ def anytime_curves(df: pd.DataFrame) -> pd.DataFrame:
     """
     _require(df, ("method", "run", "trial", "val_acc", "test_acc", RUN_SECONDS))
     handover_columns = [c for c in HANDOVER_COLUMNS if c in df.columns]
+    every_result_complete = "done" not in df.columns
     out = []
     for run, g in df.groupby("run", sort=False):
         best_val, inc = -math.inf, None
         for rec in g.to_dict("records"):
             usable = not _is_true(rec.get("diverged")) and not _missing(rec["val_acc"])
+            complete = every_result_complete or _is_true(rec.get("done")) or not _missing(rec.get("outer_step"))
             handover = next((float(rec[c]) for c in handover_columns if not _missing(rec[c])), None)
             rank = (_num(rec["val_acc"], -math.inf), -_num(rec.get("val_loss"), math.inf))
             if usable:
                 best_val = max(best_val, rank[0])
             if handover is not None:  # the run's final answer, whatever its validation
                 inc = _Incumbent(rec["trial"], rec.get("iteration"), _num(rec["val_acc"], math.nan), rank, handover, True)
-            elif usable and (inc is None or (not inc.handed_over and rank > inc.rank)):  # strictly better: ties keep the earlier
+            elif usable and complete and (inc is None or (not inc.handed_over and rank > inc.rank)):  # ties keep the earlier
                 inc = _Incumbent(rec["trial"], rec.get("iteration"), rank[0], rank, _num(rec["test_acc"], math.nan), False)
             out.append({
                 "method": rec["method"], "run": run, "seed": rec.get("seed"),
