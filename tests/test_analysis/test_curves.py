@@ -24,14 +24,14 @@ def test_final_choice_on_real_results(results, df, raw_results):
         assert finals.loc[run, "test_acc"] == lines[-1]["retrain_test_acc"]  # FDS: the retrained schedule
         assert finals.loc[run, "trials_or_steps"] == 2
     raw = raw_results(results / "hyperband")
-    best = _best_by_validation([r for lines in raw.values() for r in lines])  # over every result, not trials' latest
+    best = _best_by_validation([r for lines in raw.values() for r in lines if r["done"]])  # over completed trials' last results
     hb = finals.loc["hyperband/seed=0"]
     assert (hb["trial"], hb["iteration"], hb["test_acc"]) == (best["trial_id"], best["training_iteration"], best["test_acc"])
     assert hb["best_val_acc"] == max(r["val_acc"] for lines in raw.values() for r in lines)
     assert hb["compute_s"] == pytest.approx(sum(lines[-1]["compute_s"] for lines in raw.values()))
     assert hb["trials_or_steps"] == len(raw)
     ((hd_trial, lines),) = raw_results(results / "hd").items()
-    best = _best_by_validation(lines)  # greedy: its best epoch by validation
+    best = _best_by_validation([r for r in lines if r["done"]])  # greedy: its run's end
     assert finals.loc["hd/seed=0", ["trial", "test_acc", "trials_or_steps"]].tolist() == [hd_trial, best["test_acc"], 1]
 
 
@@ -48,9 +48,12 @@ def test_anytime_curves_on_real_results(df):
     for run, c in curves.groupby("run"):
         rows = df[df["run"] == run]
         assert c["best_val_acc"].tolist() == rows["val_acc"].cummax().tolist()
-        assert (c["incumbent_val_acc"] <= c["best_val_acc"]).all()
-        chosen = c[~c["handed_over"]]  # before a hand-over the incumbent is the best validation so far
-        assert chosen["incumbent_val_acc"].tolist() == chosen["best_val_acc"].tolist()
+        assert (c["incumbent_val_acc"].dropna() <= c["best_val_acc"][c["incumbent_val_acc"].notna()]).all()
+        # before a hand-over the incumbent is the best complete result so far (an FDS outer step, or a trial's end)
+        complete = rows["done"].fillna(False).astype(bool) | rows["outer_step"].notna()
+        best_complete = rows["val_acc"].where(complete).cummax()
+        chosen = ~c["handed_over"].to_numpy() & best_complete.notna().to_numpy()
+        assert c["incumbent_val_acc"][chosen].tolist() == best_complete[chosen].tolist()
         assert c["handed_over"].tolist() == rows["retrain_test_acc"].notna().cummax().tolist()
     last = curves.groupby("run").tail(1).set_index("run")["incumbent_test_acc"]
     assert last.to_dict() == final_choice(df).set_index("run")["test_acc"].to_dict()
