@@ -148,7 +148,7 @@ COMPARE_PRESETS: dict[str, CompareSpec] = {
     "fashion_mnist_small": CompareSpec(max_epochs=3, budget_ratio=1.0, population=8),
     # The CPU benchmark in the paper's regime: 2,000-step runs, 7+1+1 values, the paper's wide
     # ranges (SpaceConfig's defaults) for every method, black-box budgets of 5x FDS's compute.
-    # PBT's population is capped at 16 members (the budget would buy ~150; Ray's pause and
+    # PBT's population is capped at 16 members (the budget would buy ~190; Ray's pause and
     # restore of a synchronous population that size costs more than its training here).
     "fashion_mnist_paper": CompareSpec(max_epochs=5, budget_ratio=5.0, population=16),
     # The CPU benchmark: about an hour on 2 cores.  LeNet has no BatchNorm: in the paper's wide
