@@ -499,7 +499,7 @@ def hand_over(path: Path, method: str, epochs: int, resources: Mapping[str, floa
         return
     chosen = final_member(path) if method in POPULATION_METHODS else incumbent(path)
     if chosen is None:
-        log(f"[{path.name}] nothing to hand over: every result of the search diverged (the method's answer is chance)")
+        log(f"[{path.name}] nothing to hand over: no trial of the search completed its run without diverging (the method's answer is chance)")
         return
     trial_dir, config = chosen
     run_type = _run_type(method)

@@ -53,7 +53,7 @@ def test_arguments_reach_compare_as_values(monkeypatch):
     assert kwargs == {
         "out": "o", "seeds": 2, "methods": ["fds", "hd"], "budget_epochs": 4.0, "max_epochs": None, "num_samples": None,
         "overrides": {"epochs": [1, 2], "data_root": "/data"}, "ranges": {"lr": (0.0, 0.3)}, "resume": False, "address": None,
-        "num_cpus": None, "gpus_per_trial": None, "problem": None,
+        "num_cpus": None, "gpus_per_trial": None, "problem": None, "budget_ratio": None,
     }
     assert cli.main([*argv, "--problem", "mypkg.module:make_problem"]) == 0
     assert calls[-1][1]["problem"] == "mypkg.module:make_problem"

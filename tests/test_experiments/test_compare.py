@@ -422,5 +422,5 @@ def test_a_search_whose_every_result_diverged_has_nothing_to_hand_over(tmp_path)
               "val_loss": 1e9, "test_acc": 0.1, "diverged": True, "compute_s": 1.0, "epochs_total": 0.5}
     (trial / "result.json").write_text(json.dumps(result) + "\n")
     assert incumbent(tmp_path / "exp") is None
-    (trial / "result.json").write_text(json.dumps(result) + "\n" + json.dumps({**result, "training_iteration": 2, "diverged": False, "val_acc": 0.5, "val_loss": 1.0}) + "\n")
+    (trial / "result.json").write_text(json.dumps(result) + "\n" + json.dumps({**result, "training_iteration": 2, "diverged": False, "val_acc": 0.5, "val_loss": 1.0, "done": True}) + "\n")
     assert incumbent(tmp_path / "exp") == (trial.resolve(), {"lr_0": 1e9})
