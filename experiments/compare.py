@@ -537,8 +537,9 @@ def _hand_over_task(run_type: type, config: Mapping[str, Any], epochs: int) -> l
 
 
 def incumbent(path: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The trial directory and config of a search's choice by validation: its best validated result
-    (:func:`analysis.final_choice`; diverged results never count).  None when every result diverged."""
+    """The trial directory and config of a search's choice by validation: its completed trial whose last
+    result validated best (:func:`analysis.final_choice`; diverged results and trials stopped early never
+    count).  None when no trial completed its run without diverging."""
     trials = [d for d in analysis.find_trial_dirs(path) if d.name != HANDOVER_DIR]
     choice = analysis.final_choice(analysis.load_results(trials)).iloc[0]
     if choice["trial"] is None or pd.isna(choice["trial"]):
