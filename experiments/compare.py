@@ -545,10 +545,15 @@ def incumbent(path: Path) -> tuple[Path, dict[str, Any]] | None:
     if choice["trial"] is None or pd.isna(choice["trial"]):
         return None
     for d in trials:
-        first = (d / "result.json").read_text().splitlines()[0]
-        if json.loads(first)["trial_id"] == choice["trial"]:
+        if _trial_id(d) == choice["trial"]:
             return d, json.loads((d / "params.json").read_text())
     fail("path", str(path), f"an experiment holding the chosen trial {choice['trial']!r}")
+
+
+def _trial_id(trial_dir: Path) -> str | None:
+    """The trial id of a trial directory's results (None: a trial stopped before its first result)."""
+    lines = (trial_dir / "result.json").read_text().splitlines()
+    return json.loads(lines[0])["trial_id"] if lines else None
 
 
 def final_member(path: Path) -> tuple[Path, dict[str, Any]] | None:
@@ -563,7 +568,7 @@ def final_member(path: Path) -> tuple[Path, dict[str, Any]] | None:
         return None
     best = last.loc[last[METRIC].idxmax()]  # ties: the first in the frame's order (by run, wall clock)
     for d in trials:
-        if json.loads((d / "result.json").read_text().splitlines()[0])["trial_id"] == best["trial"]:
+        if _trial_id(d) == best["trial"]:
             return d, replay_config(json.loads((d / "params.json").read_text()), best[FOLLOWED])
     fail("path", str(path), f"an experiment holding the chosen member {best['trial']!r}")
 

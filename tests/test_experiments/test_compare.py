@@ -424,3 +424,9 @@ def test_a_search_whose_every_result_diverged_has_nothing_to_hand_over(tmp_path)
     assert incumbent(tmp_path / "exp") is None
     (trial / "result.json").write_text(json.dumps(result) + "\n" + json.dumps({**result, "training_iteration": 2, "diverged": False, "val_acc": 0.5, "val_loss": 1.0, "done": True}) + "\n")
     assert incumbent(tmp_path / "exp") == (trial.resolve(), {"lr_0": 1e9})
+    # a trial the budget stopped before its first result leaves an empty result.json beside it
+    for name in ("ScheduleTrainable_0", "ScheduleTrainable_z"):
+        (tmp_path / "exp" / name).mkdir()
+        (tmp_path / "exp" / name / "params.json").write_text("{}")
+        (tmp_path / "exp" / name / "result.json").write_text("")
+    assert incumbent(tmp_path / "exp") == (trial.resolve(), {"lr_0": 1e9})
