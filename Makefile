@@ -22,7 +22,7 @@ data:
 		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
 	fi
 
-# The main job: FDS against every baseline on a Fashion-MNIST subset (under 6 minutes on 2 cores);
+# The main job: FDS against every baseline on a Fashion-MNIST subset (about 6 minutes on 2 cores, setup included);
 # where the Debian package could not be installed, on the embedded digits data instead (said so).
 FMNIST := /usr/share/datasets/fashion-mnist
 run: setup

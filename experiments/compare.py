@@ -144,7 +144,7 @@ COMPARE_PRESETS: dict[str, CompareSpec] = {
     "digits": CompareSpec(max_epochs=10, budget_epochs=120),
     # The main job (`make run`): a 600-step horizon on 12,800 Fashion-MNIST images (14x14, a
     # 64-unit MLP), where the schedule matters: a constant lr of 0.01 ends ~6 points below a
-    # cosine schedule.  Every method in ~3.5 minutes on 2 cores (make run: under 6 with setup); black-box budgets of 0.5x FDS's compute in epochs (~1x in device-seconds), PBT 4 members.
+    # cosine schedule.  Every method in ~4 minutes on 2 cores (make run: ~6 with setup); black-box budgets of 0.5x FDS's compute in epochs (~1x in device-seconds), PBT 4 members.
     "fashion_mnist_small": CompareSpec(max_epochs=3, budget_ratio=0.5, population=4),
     # The CPU benchmark in the paper's regime: 2,000-step runs, 7+1+1 values, the paper's wide
     # ranges (SpaceConfig's defaults) for every method, black-box budgets of 5x FDS's compute.
