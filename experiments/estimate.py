@@ -39,7 +39,7 @@ import torch
 from experiments.bench_engine import interleaved
 from experiments.compare import GRID_SIZES, CompareSpec, population_size
 from fds_tune import FDSConfig, FDSLearner, Problem, ProblemSpec, Schedule, hypergradients
-from fds_tune.data import num_batches
+from fds_tune.data import num_batches, train_val_split
 from fds_tune.models import build_model
 from fds_tune.optim import resolve_optimizer
 from fds_tune.results import GREEDY_METHODS, LR_FREE_METHODS, METHODS, POPULATION_METHODS
@@ -68,7 +68,7 @@ def steps_per_epoch(config: FDSConfig, n_train: int) -> tuple[int, int]:
     """(search, hand-over) steps per epoch for ``n_train`` training images: the images less the
     validation split (:func:`fds_tune.data.train_val_split`'s size), and all of them, in batches."""
     check_int("n_train", n_train, 2)
-    n_val = max(1, round(n_train * config.val_fraction))
+    n_val = len(train_val_split(n_train, config.val_fraction, config.seed)[1])  # the split itself, not its formula again
     return num_batches(n_train - n_val, config.batch_size), num_batches(n_train, config.batch_size)
 
 
