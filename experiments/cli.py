@@ -1,7 +1,7 @@
 """The ``fds-tune`` command line: a thin shell over :mod:`experiments.compare`.
 
     fds-tune compare --preset digits [--seeds K | --seed-list S ...] [--budget EPOCHS | --budget-ratio R] [--methods fds bohb ...] [--range lr=0,0.3]
-                     [--gpus-per-trial SHARE] [--out DIR] [--resume] [--problem mypkg.module:make_problem]
+                     [--gpus-per-trial SHARE] [--out DIR] [--resume] [--problem mypkg.module:make_problem] [--parallel K]
     fds-tune report DIR          # rebuild CSV, table, reading and plots from DIR/ray (or DIR/results.csv alone) without running anything
     fds-tune report --horizon DIR [--point STEPS=PATH ...] [--seeds S ...]
                                  # the horizon study: FDS's speedup at each DIR/h<steps>/ (and each --point) -> DIR/horizon.{csv,md,png}
@@ -77,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
         "--problem", default=None, metavar="MODULE:FUNCTION",
         help="your own problem: a function returning a fds_tune.ProblemSpec (importable here and on every Ray node); "
         "every method trains it instead of the preset's data and network, with the preset's settings and budgets",
+    )
+    c.add_argument(
+        "--parallel", type=checked(int, check_int, minimum=1), default=None, metavar="K",
+        help="FDS's inner runs per outer step, run side by side (FDSSearcher; default: the preset's, 1); "
+        "compute counts every run, and the wall clock is written beside it (fds_wall_clock.json)",
     )
     c.add_argument("--out", default=None, help="output directory (default: results/PRESET)")
     c.add_argument("--resume", action="store_true", help="continue an interrupted comparison in --out")
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                 num_cpus=args.cpus,
                 gpus_per_trial=args.gpus_per_trial,
                 problem=args.problem,
+                parallel=args.parallel,
             )
         elif args.horizon:
             write_horizon_report(args.out, points=dict(args.point), seeds=args.seeds)

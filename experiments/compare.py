@@ -37,6 +37,12 @@ the budget is that multiple of FDS's total compute in plain epochs
 (:func:`fds_budget`; a black-box epoch costs at least a plain one, so the
 black-box compute is at least that multiple).
 
+FDS with ``parallel=K`` (``--parallel K``, or a spec's ``fds_parallel``) runs K inner runs per
+outer step side by side (:class:`~fds_tune.FDSSearcher`): each inner run, and the final
+retraining, is one trial with a trial's resources, so up to K run at once.  Its compute is the
+sum over those trials (every worker's), as for a black-box search; its wall clock (first trial's
+first step to last result) is logged and written beside it, ``fds_wall_clock.json``.
+
 ``resume=True`` continues a killed comparison: finished experiments are kept,
 unfinished ones are restored with ``Tuner.restore`` (running trials continue
 from their checkpoints).  BOHB cannot be restored (TuneBOHB fails after
@@ -60,6 +66,7 @@ from typing import Any
 
 import pandas as pd
 import ray
+import torch
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -70,7 +77,7 @@ from baselines.greedy import SHARED_KEYS
 from baselines.lr_free import LRFreeRun, LRFreeTrainable
 from baselines.pbt import FOLLOWED, replay_config
 from baselines.schedule_run import ScheduleRun
-from fds_tune import PRESETS, FDSConfig, FDSTrainable, ProblemConfig, fds_config
+from fds_tune import PRESETS, FDSConfig, FDSInnerRun, FDSSearcher, FDSTrainable, ProblemConfig, fds_config
 from fds_tune.cost import plain_epoch_seconds
 from fds_tune.problem import cached_problem
 from fds_tune.problems import resolve_problem
@@ -83,7 +90,7 @@ from fds_tune.validation import check, check_choice, check_int, check_number, ch
 
 __all__ = [
     "COMPARE_PRESETS", "CompareSpec", "compare", "write_report", "search_space", "Progress", "trial_resources", "seed_list",
-    "compute_caption", "population_size", "final_member", "write_horizon_report",
+    "compute_caption", "population_size", "final_member", "write_horizon_report", "fds_compute_and_wall_clock", "trials_at_once",
 ]
 
 DONE_MARKER = ".fds_tune_done"
@@ -124,9 +131,11 @@ class CompareSpec:
     fds_overrides: Mapping[str, Any] = field(default_factory=dict)  # keys of the FDS preset changed for every method
     # black-box search range per kind, over the defaults of baselines.SpaceConfig (the paper's wide ranges)
     ranges: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    fds_parallel: int = 1  # FDS's inner runs per outer step (> 1: side by side, FDSSearcher; 1: one FDSTrainable trial)
 
     def __post_init__(self):
         check_int("max_epochs", self.max_epochs, minimum=1)
+        check_int("fds_parallel", self.fds_parallel, minimum=1)
         check_optional("num_samples", self.num_samples, check_int, minimum=1, rule="an int >= 1 or None (no cap)")
         check_optional("population", self.population, check_int, minimum=2, rule="an int >= 2 or None (no cap)")
         check_optional("budget_epochs", self.budget_epochs, check_number, low=0, low_open=True)
@@ -143,8 +152,9 @@ COMPARE_PRESETS: dict[str, CompareSpec] = {
     # The embedded default: every method in a few minutes on 2 CPU cores (`make run`).
     "digits": CompareSpec(max_epochs=10, budget_epochs=120),
     # The main job (`make run`): a 600-step horizon on 12,800 Fashion-MNIST images (14x14, a
-    # 64-unit MLP), where the schedule matters: a constant lr of 0.01 ends ~6 points below a
-    # cosine schedule.  Every method in ~4 minutes on 2 cores (make run: ~6 with setup); black-box budgets of 0.5x FDS's compute in epochs (~1x in device-seconds), PBT 4 members.
+    # 64-unit MLP), where the schedule matters: a constant lr of 0.01 ends ~7 points below a
+    # cosine schedule.  Every method in 2-3 minutes on 2 cores (make run: 4-6 with setup); black-box budgets
+    # of 0.5x FDS's compute in epochs (0.6-1x in device-seconds), PBT 4 members.
     "fashion_mnist_small": CompareSpec(max_epochs=3, budget_ratio=0.5, population=4),
     # The CPU benchmark in the paper's regime: 2,000-step runs, 7+1+1 values, the paper's wide
     # ranges (SpaceConfig's defaults) for every method, black-box budgets of 5x FDS's compute.
@@ -169,6 +179,7 @@ GREEDY_FACTORS = (0.5, 1.0, 2.0)
 GRID_SIZES = {"hd": len(HD_SCALES), "greedy": len(GREEDY_FACTORS)}
 CALIBRATION_FILE = "calibration.json"  # seconds of one plain PyTorch training epoch, measured once per comparison
 HANDOVER_DIR = "handover"  # the hand-over's results, one more trial of a method's experiment
+FDS_WALL_CLOCK_FILE = "fds_wall_clock.json"  # per FDS experiment: inner runs per outer step, compute over every worker, wall clock
 
 
 class Progress(tune.Callback):
@@ -251,6 +262,8 @@ def _experiment(
     elif method in LR_FREE_METHODS:  # one run of max_epochs epochs, as HD and greedy
         trainable = LRFreeTrainable
         space = {**dataclasses.asdict(fds.problem), "epochs": spec.max_epochs, "method": method, "preset": preset}
+    elif spec.fds_parallel > 1:  # FDS, its inner runs side by side
+        return _parallel_fds(fds, spec.fds_parallel, name, storage, progress, resources)
     else:  # FDS
         trainable, space = FDSTrainable, fds.to_dict()
     trainable = tune.with_resources(trainable, dict(resources))
@@ -266,6 +279,59 @@ def _experiment(
         trainable, param_space=space, tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, num_samples=1, reuse_actors=True),
         run_config=run_config,
     )
+
+
+def _parallel_fds(fds: FDSConfig, parallel: int, name: str, storage: Path, progress: Progress, resources: Mapping[str, float]):
+    """(trainable, tuner factory) of FDS with ``parallel`` inner runs per outer step: every inner run, and the
+    retraining, is one trial of :class:`~fds_tune.FDSInnerRun` with a trial's resources."""
+    trainable = tune.with_resources(FDSInnerRun, dict(resources))
+
+    def make_tuner():
+        searcher = FDSSearcher(fds.preset, parallel, config=fds.to_dict())
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, search_alg=searcher, num_samples=searcher.total_trials,
+                                        reuse_actors=True, trial_dirname_creator=str),
+            run_config=tune.RunConfig(
+                name=name, storage_path=str(storage), verbose=0, callbacks=[JsonLoggerCallback(), CSVLoggerCallback(), progress],
+                checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1),  # a finished run's result, kept for a restore
+                failure_config=tune.FailureConfig(max_failures=2),
+            ),
+        )
+
+    return trainable, make_tuner
+
+
+def fds_trials(fds: FDSConfig, parallel: int) -> int:
+    """Trials of an FDS experiment: one run of all outer steps, or ``parallel`` per outer step plus the retraining."""
+    return 1 if parallel == 1 else fds.outer_steps * parallel + (1 if fds.retrain_epochs > 0 else 0)
+
+
+def fds_compute_and_wall_clock(path: Path) -> dict[str, float]:
+    """An FDS experiment's trials, its compute (the sum over its trials of each one's last ``compute_s``: every
+    worker's) and its wall clock (the first trial's first step to the last result, from Ray's timestamps, to the
+    second), read from the trials' ``result.json`` under ``path``."""
+    last, starts, ends = {}, [], []
+    for f in sorted(path.glob("*/result.json")):
+        for line in f.read_text().splitlines():
+            try:
+                r = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # an empty or cut-off line
+            last[r["trial_id"]] = r
+            starts.append(r["timestamp"] - r.get("time_total_s", 0.0))
+            ends.append(r["timestamp"])
+    compute = math.fsum(float(r.get(SECONDS) or 0.0) for r in last.values())
+    return {"trials": len(last), "compute_s": compute, "wall_clock_s": max(ends) - min(starts) if ends else math.nan}
+
+
+def _record_fds_wall_clock(out: Path, path: Path, parallel: int, log: Callable[[str], None]) -> None:
+    rec = {"parallel": parallel, **fds_compute_and_wall_clock(path)}
+    file = out / FDS_WALL_CLOCK_FILE
+    records = json.loads(file.read_text()) if file.exists() else {}
+    file.write_text(json.dumps({**records, path.name: rec}, indent=1) + "\n")
+    log(f"[{path.name}] {parallel} inner run(s) per outer step: compute {rec['compute_s']:.1f} s over {rec['trials']} trial(s), "
+        f"wall clock {rec['wall_clock_s']:.0f} s")
 
 
 def population_size(spec: CompareSpec, budget: float) -> int:
@@ -330,7 +396,11 @@ def _ensure_ray(address: str | None, num_cpus: int | None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
 
 
-def _run_one(method: str, path: Path, make_trainable_and_tuner, resume: bool, log: Callable[[str], None]) -> None:
+def _run_one(
+    method: str, path: Path, make_trainable_and_tuner, resume: bool, log: Callable[[str], None], resume_errored: bool = True
+) -> None:
+    """Run (or, with ``resume``, restore) one experiment.  ``resume_errored=False``: a restored experiment leaves its
+    failed trials failed (FDS's parallel search has dropped them; run again, they would only cost)."""
     trainable, make_tuner = make_trainable_and_tuner
     if (path / DONE_MARKER).exists():
         log(f"[{path.name}] already finished; kept")
@@ -340,7 +410,7 @@ def _run_one(method: str, path: Path, make_trainable_and_tuner, resume: bool, lo
         shutil.rmtree(path)
     if path.exists() and resume and tune.Tuner.can_restore(str(path)):
         log(f"[{path.name}] resuming from {path}")
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=resume_errored)
     else:
         if path.exists():
             shutil.rmtree(path)  # a partial run without restorable state
@@ -378,6 +448,7 @@ def compare(
     num_cpus: int | None = None,
     gpus_per_trial: float | None = None,
     problem: str | None = None,
+    parallel: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the comparison and write results, table and plots under ``out``; returns their paths and the table.
@@ -393,8 +464,11 @@ def compare(
     ``problem``: a user's problem, ``"module:function"`` (a factory returning a
     :class:`~fds_tune.ProblemSpec`, importable on every node), trained by every method instead of
     the preset's dataset and network; the preset still gives FDS's settings and the budgets.
+    ``parallel``: FDS's inner runs per outer step (default: the preset's ``fds_parallel``, 1); K > 1 runs
+    them side by side (see the module docstring).
     """
     check_choice("preset", preset, COMPARE_PRESETS)
+    check_optional("parallel", parallel, check_int, minimum=1, rule="an int >= 1 (FDS's inner runs per outer step) or None")
     overrides = dict(overrides or {})
     if problem is not None:
         check("problem", problem, isinstance(problem, str) and ":" in problem, "'module:function' (a factory returning a ProblemSpec)")
@@ -410,6 +484,7 @@ def compare(
         max_epochs=spec.max_epochs if max_epochs is None else max_epochs,
         num_samples=spec.num_samples if num_samples is None else num_samples,
         ranges={**spec.ranges, **dict(ranges or {})},
+        fds_parallel=spec.fds_parallel if parallel is None else parallel,
     )
     seeds = seed_list(seeds)
     check_optional("gpus_per_trial", gpus_per_trial, check_number, low=0, high=1, low_open=True)
@@ -434,9 +509,26 @@ def compare(
     _ensure_ray(address, num_cpus)
     cluster = ray.cluster_resources()
     resources = trial_resources(cluster, gpus_per_trial)
+    # Tune keeps up to 200 trials (each with a placement group) pending for random search and
+    # HyperBand/ASHA (1 for other searchers): on 2 CPUs that cost random search ~8 s of its 16.
+    # As many pending as can run at once (unless the environment says otherwise).
+    os.environ.setdefault("TUNE_MAX_PENDING_TRIALS_PG", str(max(1, trials_at_once(cluster, resources) or 1)))
     storage.mkdir(parents=True, exist_ok=True)
     (out / CLUSTER_FILE).write_text(json.dumps({"cluster": {k: cluster.get(k, 0) for k in ("CPU", "GPU")}, "per_trial": resources}) + "\n")
-    calibrate(out, resolved_config(preset, spec, seeds[0]).problem, resources, log)
+    process = TrialProcess(resources)
+    try:
+        _run_all(out, preset, spec, seeds, methods, process, resume, log)
+    finally:
+        process.close()
+    return write_report(out, log=log)
+
+
+def _run_all(
+    out: Path, preset: str, spec: CompareSpec, seeds: list[int], methods: list[str], process: TrialProcess, resume: bool,
+    log: Callable[[str], None],
+) -> None:
+    storage, resources = out / "ray", process.resources
+    calibrate(out, resolved_config(preset, spec, seeds[0]).problem, process, log)
     started = time.time()
     for seed in seeds:
         budget = spec.budget_epochs
@@ -445,13 +537,17 @@ def compare(
                 budget = fds_budget(storage / f"fds-seed{seed}", spec.budget_ratio, out, log)
             searches = method in BLACK_BOX_METHODS or method in POPULATION_METHODS  # trials until the budget is spent
             expected = population_size(spec, budget) if method in POPULATION_METHODS else spec.num_samples if searches else GRID_SIZES.get(method, 1)
+            if method == "fds":
+                expected = fds_trials(resolved_config(preset, spec, seed), spec.fds_parallel)
             progress = Progress(f"{method} seed {seed}", expected, budget if searches else None)
             log(f"== {method}, seed {seed} ({time.time() - started:.0f}s elapsed)")
             path = storage / f"{method}-seed{seed}"
-            _run_one(method, path, _experiment(method, seed, preset, spec, budget, storage, progress, resources), resume, log)
-            if method != "fds":  # FDS retrains its learned schedule itself, by the same protocol
-                hand_over(path, method, resolved_config(preset, spec, seed).retrain_epochs, resources, log)
-    return write_report(out, log=log)
+            experiment = _experiment(method, seed, preset, spec, budget, storage, progress, resources)
+            _run_one(method, path, experiment, resume, log, resume_errored=not (method == "fds" and spec.fds_parallel > 1))
+            if method == "fds":  # FDS retrains its learned schedule itself, by the same protocol
+                _record_fds_wall_clock(out, path, spec.fds_parallel, log)
+            else:
+                hand_over(path, method, resolved_config(preset, spec, seed).retrain_epochs, process, log)
 
 
 def fds_budget(path: Path, ratio: float, out: Path, log: Callable[[str], None] = print) -> float:
@@ -464,16 +560,54 @@ def fds_budget(path: Path, ratio: float, out: Path, log: Callable[[str], None] =
     return budget
 
 
-def calibrate(out: Path, problem: ProblemConfig, resources: Mapping[str, float], log: Callable[[str], None] = print) -> float:
-    """Seconds of one plain PyTorch training epoch on ``problem``, measured once per comparison in a Ray
-    task with a trial's resources (kept in ``out/calibration.json``, so a resumed comparison reuses it)."""
+def calibrate(out: Path, problem: ProblemConfig, process: TrialProcess, log: Callable[[str], None] = print) -> float:
+    """Seconds of one plain PyTorch training epoch on ``problem``, measured once per comparison where
+    trials' hand-overs run (:class:`TrialProcess`: a trial's resources and device), kept in
+    ``out/calibration.json`` (a resumed comparison reuses it)."""
     path = out / CALIBRATION_FILE
     if path.exists():
         return json.loads(path.read_text())["plain_epoch_s"]
-    seconds = ray.get(_as_trial(_plain_epoch_task, resources).remote(problem))
-    path.write_text(json.dumps({"plain_epoch_s": seconds, "problem": dataclasses.asdict(problem), "resources": dict(resources)}) + "\n")
+    seconds = process(_plain_epoch_task, problem)
+    path.write_text(json.dumps({"plain_epoch_s": seconds, "problem": dataclasses.asdict(problem), "resources": process.resources}) + "\n")
     log(f"== one plain PyTorch training epoch (nn.Module + torch.optim.SGD): {seconds:.3f} s, the unit of compute")
     return seconds
+
+
+class TrialProcess:
+    """Where the comparison's calibration and hand-overs run: as a trial runs (its resources, its
+    device), one at a time, between the methods' experiments (no trial runs beside them).
+
+    On a cluster without GPUs: one Ray actor for the whole comparison, which reserves no CPU (the
+    experiments' trials keep every CPU) and trains with a trial's CPU threads, so that the dataset
+    loads once, not once per method: a fresh worker process costs ~5 s of imports and loading on
+    2 cores, as much as a method's whole search in the main job.  Trials given a GPU share: one Ray
+    task per call, with that share (an actor would hold it through every experiment).
+    """
+
+    def __init__(self, resources: Mapping[str, float]):
+        self.resources = dict(resources)
+        self._actor = None if resources.get("gpu", 0) else _Process.options(num_cpus=0, num_gpus=0).remote(int(resources.get("cpu", 1)))
+
+    def __call__(self, fn: Callable, *args: Any) -> Any:
+        if self._actor is None:
+            return ray.get(_as_trial(fn, self.resources).remote(*args))
+        return ray.get(self._actor.run.remote(fn, *args))
+
+    def close(self) -> None:
+        if self._actor is not None:
+            ray.kill(self._actor)
+            self._actor = None
+
+
+@ray.remote
+class _Process:
+    """A process set up as a trial's: ``threads`` CPU threads for torch, no GPU (see :class:`TrialProcess`)."""
+
+    def __init__(self, threads: int):
+        torch.set_num_threads(threads)
+
+    def run(self, fn: Callable, *args: Any) -> Any:
+        return fn(*args)
 
 
 def _as_trial(fn: Callable, resources: Mapping[str, float]):
@@ -482,15 +616,16 @@ def _as_trial(fn: Callable, resources: Mapping[str, float]):
 
 
 def _plain_epoch_task(problem: ProblemConfig) -> float:
-    cpu_unless_given_a_gpu(dataclasses.asdict(problem), ray.get_gpu_ids())
+    if cpu_unless_given_a_gpu(dataclasses.asdict(problem), ray.get_gpu_ids()):
+        problem = dataclasses.replace(problem, device="cpu")
     return plain_epoch_seconds(cached_problem(problem))
 
 
-def hand_over(path: Path, method: str, epochs: int, resources: Mapping[str, float], log: Callable[[str], None] = print) -> None:
+def hand_over(path: Path, method: str, epochs: int, process: TrialProcess, log: Callable[[str], None] = print) -> None:
     """The hand-over every method gets: its choice by validation (the best validated result of the
     search in ``path``) retrained from scratch on the full training set for ``epochs`` epochs and
-    tested once (:meth:`~fds_tune.run.TrainingRun.for_handover`), in a Ray task with a trial's
-    resources.  Its results are written as one more trial of the experiment (``handover/``), so
+    tested once (:meth:`~fds_tune.run.TrainingRun.for_handover`), where a trial would run it
+    (``process``, :class:`TrialProcess`).  Its results are written as one more trial of the experiment (``handover/``), so
     that its compute counts towards the method's and its test accuracy is the method's answer.
     PBT's and PB2's choice is the best final member's followed schedule (:func:`final_member`),
     replayed as a schedule (:func:`baselines.pbt.replay_config`)."""
@@ -503,7 +638,8 @@ def hand_over(path: Path, method: str, epochs: int, resources: Mapping[str, floa
         return
     trial_dir, config = chosen
     run_type = _run_type(method)
-    results = ray.get(_as_trial(_hand_over_task, resources).remote(run_type, config, epochs))
+    results = process(_hand_over_task, run_type, config, epochs)
+    resources = process.resources
     trial_id = f"{json.loads((trial_dir / 'result.json').read_text().splitlines()[0])['trial_id']}-handover"
     lines = [
         json.dumps({**r, "trial_id": trial_id, "training_iteration": i + 1, "timestamp": time.time(), "time_total_s": r[SECONDS],
@@ -691,8 +827,7 @@ def compute_caption(df: pd.DataFrame, cluster: Mapping[str, float] | None = None
     text = f"Compute: device-seconds of one trial's resources ({each} per trial), summed over a method's trials."
     if cluster is None:
         return text
-    largest = {"CPU": max(c for c, _ in shares), "GPU": max(g for _, g in shares)}
-    at_once = min((math.floor(cluster.get(k, 0) / need) for k, need in largest.items() if need > 0), default=None)
+    at_once = trials_at_once(cluster, {"cpu": max(c for c, _ in shares), "gpu": max(g for _, g in shares)})
     if at_once is None:
         return text
     return (
@@ -700,6 +835,13 @@ def compute_caption(df: pd.DataFrame, cluster: Mapping[str, float] | None = None
         f"up to {at_once} trials could run at once: "
         f"a black-box method's wall clock can be as little as 1/{at_once} of its compute; FDS runs one trial at a time."
     )
+
+
+def trials_at_once(cluster: Mapping[str, float], per_trial: Mapping[str, float]) -> int | None:
+    """How many trials requesting ``per_trial`` (``cpu``, ``gpu``) fit at once on ``cluster`` (``CPU``,
+    ``GPU`` totals); None when a trial requests nothing."""
+    needs = {"CPU": per_trial.get("cpu", 0), "GPU": per_trial.get("gpu", 0)}
+    return min((math.floor(cluster.get(k, 0) / need) for k, need in needs.items() if need > 0), default=None)
 
 
 def _count(n: float, unit: str) -> str:

@@ -11,12 +11,18 @@ Ray Tune front door::
     from ray import tune
     from fds_tune import FDSTrainable
     tune.run(FDSTrainable, config={"preset": "digits"})
+
+Parallel FDS, several inner runs per outer step, as a Ray Tune search algorithm::
+
+    from fds_tune import FDSInnerRun, FDSSearcher
+    tune.Tuner(FDSInnerRun, tune_config=tune.TuneConfig(search_alg=FDSSearcher(preset="digits", parallel=2), num_samples=-1)).fit()
 """
 from .config import PRESETS, FDSConfig, fds_config
 from .engine import HyperGradients, TrainResult, hypergradients, train
 from .functional_model import FunctionalModel, TrainState
 from .learner import FDSLearner, FDSRun
 from .optim import Optimizer, adamw, clamped, sgd
+from .parallel import FDSJob, ParallelFDS
 from .problem import Problem, ProblemConfig
 from .problems import publish_problems, register_problem
 from .run import Run, TrainingRun
@@ -24,9 +30,9 @@ from .schedule import Schedule
 from .spec import ProblemSpec
 
 __all__ = [
-    "FDSConfig", "FDSLearner", "FDSRun", "FDSTrainable", "FunctionalModel", "HyperGradients", "Optimizer", "PRESETS",
-    "Problem", "ProblemConfig", "ProblemSpec", "Run", "RunTrainable", "Schedule", "TrainResult", "TrainState", "TrainingRun", "adamw",
-    "clamped", "fds_config", "hypergradients", "publish_problems", "register_problem", "sgd", "train",
+    "FDSConfig", "FDSInnerRun", "FDSJob", "FDSLearner", "FDSRun", "FDSSearcher", "FDSTrainable", "FunctionalModel", "HyperGradients",
+    "Optimizer", "PRESETS", "ParallelFDS", "Problem", "ProblemConfig", "ProblemSpec", "Run", "RunTrainable", "Schedule", "TrainResult",
+    "TrainState", "TrainingRun", "adamw", "clamped", "fds_config", "hypergradients", "publish_problems", "register_problem", "sgd", "train",
 ]
 
 
@@ -35,4 +41,8 @@ def __getattr__(name):  # the Ray shells import Ray: load them only when asked f
         from . import trainable
 
         return getattr(trainable, name)
+    if name in ("FDSSearcher", "FDSInnerRun"):
+        from . import searcher
+
+        return getattr(searcher, name)
     raise AttributeError(f"module 'fds_tune' has no attribute {name!r}")

@@ -30,6 +30,7 @@ ONE_LINE_ERROR = re.compile(r"fds-tune: error: [^\n]+\n")
         (["--preset", "digits", "--range", "lr=0.3"], "argument --range: got 'lr=0.3'; must be KIND=LOW,HIGH"),
         (["--preset", "digits", "--range", "lr=a,b"], "argument --range: got 'lr=a,b'; must be KIND=LOW,HIGH"),
         (["--preset", "digits", "--bogus"], "unrecognized arguments: --bogus"),
+        (["--preset", "digits", "--parallel", "0"], "argument --parallel: got 0; must be an int >= 1"),
     ],
 )
 def test_bad_arguments_exit_with_a_clear_message(argv, match, capsys):
@@ -53,7 +54,7 @@ def test_arguments_reach_compare_as_values(monkeypatch):
     assert kwargs == {
         "out": "o", "seeds": 2, "methods": ["fds", "hd"], "budget_epochs": 4.0, "max_epochs": None, "num_samples": None,
         "overrides": {"epochs": [1, 2], "data_root": "/data"}, "ranges": {"lr": (0.0, 0.3)}, "resume": False, "address": None,
-        "num_cpus": None, "gpus_per_trial": None, "problem": None, "budget_ratio": None,
+        "num_cpus": None, "gpus_per_trial": None, "problem": None, "budget_ratio": None, "parallel": None,
     }
     assert cli.main([*argv, "--problem", "mypkg.module:make_problem"]) == 0
     assert calls[-1][1]["problem"] == "mypkg.module:make_problem"
