@@ -10,9 +10,7 @@ setup: $(STAMP) data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1" -e ".[test]"
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian's dataset-fashion-mnist where apt exists.
@@ -22,7 +20,7 @@ data:
 		|| echo "note: could not install dataset-fashion-mnist; Fashion-MNIST tests will be skipped"; \
 	fi
 
-# The main job: FDS against every baseline on a Fashion-MNIST subset (about 6 minutes on 2 cores, setup included);
+# The main job: FDS against every baseline on a Fashion-MNIST subset (4-6 minutes on 2 cores, setup included);
 # where the Debian package could not be installed, on the embedded digits data instead (said so).
 FMNIST := /usr/share/datasets/fashion-mnist
 run: setup

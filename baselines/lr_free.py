@@ -127,6 +127,7 @@ class LRFreeRun(TrainingRun):
 
     KIND = "lr_free_run"
     METHOD = "lr_free"
+    FORWARD_MODE = False  # plain training: backward passes only
 
     def __init__(self, config: Mapping[str, Any] | LRFreeConfig, handover: bool = False, problem=None):
         config = config if isinstance(config, LRFreeConfig) else LRFreeConfig.from_dict(config)

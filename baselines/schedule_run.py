@@ -112,6 +112,7 @@ class ScheduleRun(TrainingRun):
 
     KIND = "schedule_run"
     METHOD = "schedule"
+    FORWARD_MODE = False  # plain training: backward passes only
 
     def __init__(self, config: Mapping[str, Any] | TrainableConfig, handover: bool = False, problem=None):
         super().__init__(config if isinstance(config, TrainableConfig) else TrainableConfig.from_dict(config), handover, problem)

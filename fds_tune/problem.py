@@ -21,7 +21,7 @@ from .functional_model import FunctionalModel
 from .models import MODELS
 from .problems import resolve_problem
 from .results import DIVERGED_LOSS, diverged_metrics
-from .spec import ProblemSpec, TensorData, builtin_problem, check_model, on_device
+from .spec import ProblemSpec, TensorData, builtin_problem, check_forward_mode, check_model, on_device
 from .validation import check, check_choice, check_int, check_number, check_optional, fail
 
 __all__ = ["ProblemConfig", "Problem", "resolve_device", "cached_problem", "problem_for", "RETRAIN_DRAW"]
@@ -96,7 +96,20 @@ class Problem:
         self.test_data = on_device(spec.test, self.device)
         n = self.n_train - len(self.split(0)[1])
         check("batch_size", config.batch_size, self.steps_per_epoch(n) > 0, f"<= the {n} training samples left after the validation split")
-        check_model(self.model(0), next(iter(self.eval_batches(torch.arange(min(2, self.n_train), device=self.device), 2))), spec.loss)
+        check_model(self.model(0), self._probe_batch())
+        self._forward_mode_checked = False
+
+    def check_forward_mode(self) -> None:
+        """Refuse a loss that forward mode cannot differentiate (:func:`~fds_tune.spec.check_forward_mode`),
+        once per problem; a run that differentiates through training (FDS, HD, greedy) calls it before
+        its first step, which so pays ``torch.func``'s lazy imports (~1 s per process) outside its
+        ``compute_s``.  Plain runs (a black-box trial, a hand-over) never need it, nor pay it."""
+        if not self._forward_mode_checked:
+            check_forward_mode(self.model(0), self._probe_batch(), self.spec.loss)
+            self._forward_mode_checked = True
+
+    def _probe_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return next(iter(self.eval_batches(torch.arange(min(2, self.n_train), device=self.device), 2)))
 
     @property
     def n_train(self) -> int:
@@ -180,14 +193,8 @@ class Problem:
 
 @functools.lru_cache(maxsize=1)
 def cached_problem(config: ProblemConfig) -> Problem:
-    """The loaded problem, cached per process: a reused Ray actor loads its dataset once.
-
-    Also pays here, once per process, the ~2 s that the first ``torch.func`` call
-    costs (lazy imports), so that it is not charged to the first trial's ``compute_s``.
-    """
-    problem = Problem(config)
-    torch.func.grad(lambda x: (x * x).sum())(torch.ones(1))
-    return problem
+    """The loaded problem, cached per process: a reused Ray actor loads its dataset once."""
+    return Problem(config)
 
 
 def problem_for(config: ProblemConfig, problem: Problem | ProblemSpec | None = None) -> Problem:

@@ -81,11 +81,16 @@ class TrainingRun:
 
     KIND: ClassVar[str]
     METHOD: ClassVar[str]  # the result's ``method`` unless the config says otherwise
+    # True: the run differentiates through training with torch.func (HD, greedy): its problem's loss
+    # is checked for forward mode at construction (:meth:`~fds_tune.problem.Problem.check_forward_mode`)
+    FORWARD_MODE: ClassVar[bool] = True
 
     def __init__(self, config: RunConfig, handover: bool = False, problem: Problem | ProblemSpec | None = None):
         self.config = config
         self.handover = handover
         self.problem = problem_for(config.problem, problem)  # None: the problem config.problem names
+        if self.FORWARD_MODE:
+            self.problem.check_forward_mode()
         self.model = self.problem.model(RETRAIN_DRAW if handover else 0)
         self.fm = self.problem.functional(self.model)
         split_train, self.val_idx = self.problem.split(0)

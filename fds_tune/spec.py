@@ -34,7 +34,7 @@ from .data import augment_batch, eval_batches, load_dataset, num_batches
 from .models import build_model
 from .validation import check, check_choice, check_int, fail
 
-__all__ = ["ProblemSpec", "TensorData", "SampleData", "METRICS", "builtin_problem", "check_model", "on_device"]
+__all__ = ["ProblemSpec", "TensorData", "SampleData", "METRICS", "builtin_problem", "check_model", "check_forward_mode", "on_device"]
 
 METRICS: tuple[str, ...] = ("accuracy", "loss")  # "loss": regression; results report -loss as the (maximised) metric
 
@@ -251,12 +251,13 @@ def builtin_problem(config) -> ProblemSpec:
     )
 
 
-def check_model(model: nn.Module, batch: tuple[Tensor, Tensor], loss: Callable) -> None:
+def check_model(model: nn.Module, batch: tuple[Tensor, Tensor]) -> None:
     """Refuse, naming the module and what to change, a network the functional step cannot train:
     one without floating-point parameters, or one whose ``forward`` changes its own state
-    (a buffer changed in place, an attribute set) other than BatchNorm's running statistics;
-    and a loss whose gradient forward mode cannot differentiate (``torch.func.jvp`` of ``grad``)."""
-    x, y = batch
+    (a buffer changed in place, an attribute set) other than BatchNorm's running statistics.
+    Runs a plain forward only (no ``torch.func`` transform): every method's run needs it; forward
+    mode's own requirement on the loss is :func:`check_forward_mode`'s."""
+    x, _ = batch
     what = type(model).__name__
     params = list(model.named_parameters())
     check("model", what, bool(params), "a network with parameters to train (it has none)")
@@ -276,7 +277,14 @@ def check_model(model: nn.Module, batch: tuple[Tensor, Tensor], loss: Callable) 
                 "a forward that changes no state: the functional step cannot follow state changed in forward; compute it from "
                 "the inputs, keep it in a parameter, or update it outside forward",
             )
-    probe.eval()  # running statistics, no dropout: only the loss's derivatives are probed here
+
+
+def check_forward_mode(model: nn.Module, batch: tuple[Tensor, Tensor], loss: Callable) -> None:
+    """Refuse, with the way round, a loss whose gradient forward mode cannot differentiate
+    (``torch.func.jvp`` of ``grad``), for the runs that differentiate through training (FDS, HD,
+    greedy).  Its first call in a process also pays ``torch.func``'s lazy imports (~1 s)."""
+    x, y = batch
+    probe = copy.deepcopy(model).eval()  # running statistics, no dropout: only the loss's derivatives are probed here
     params = {n: p.detach() for n, p in probe.named_parameters()}
     try:
         jvp(grad(lambda p: loss(functional_call(probe, p, (x,)), y)), (params,), ({n: torch.ones_like(p) for n, p in params.items()},))

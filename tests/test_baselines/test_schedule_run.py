@@ -8,6 +8,7 @@ from baselines import ScheduleRun, TrainableConfig
 from baselines.schedule_run import base_config
 from fds_tune.results import COMMON_COLUMNS, EPOCHS, SECONDS
 from fds_tune.problem import ProblemConfig
+from fds_tune.run import run_to_end
 
 PROBLEM = ProblemConfig(device="cpu")
 
@@ -131,3 +132,17 @@ def test_divergence_reports_chance_metrics_and_stops():
 
 
 # Pause/resume, checkpoints through the shell and their refusals: tests/test_runs.py (every run kind).
+
+
+def test_a_plain_run_trains_a_loss_forward_mode_cannot_differentiate():
+    """Only the methods that differentiate through training (FDS, HD, greedy) need forward mode: a
+    black-box trial trains F.mse_loss, which torch.func.jvp of its gradient refuses."""
+    from tests.test_fds_tune.test_problem_user import mse_spec
+
+    spec = mse_spec()
+    run = ScheduleRun(base_config(ProblemConfig(device="cpu", batch_size=4), max_epochs=2) | {"lr_0": 0.05, "momentum_0": 0.0, "weight_decay_0": 0.0}, problem=spec)
+    first = run.step()
+    last = run_to_end(run)[-1]
+    assert not last["diverged"] and math.isfinite(last["val_loss"]) and last["val_loss"] < first["val_loss"] + 1e-12
+    with pytest.raises(ValueError, match=r"loss: got 'mse_loss'; must be a loss forward mode can differentiate"):
+        run.problem.check_forward_mode()

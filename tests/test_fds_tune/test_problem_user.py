@@ -312,12 +312,22 @@ def test_a_network_the_functional_step_cannot_train_is_refused_naming_the_module
         Problem(ProblemConfig(device="cpu", batch_size=8), ProblemSpec(model=model, train=(X, Y), test=(X, Y)))
 
 
-def test_a_loss_forward_mode_cannot_differentiate_is_refused_with_the_way_round():
+def mse_spec():
+    """A regression problem whose loss (``F.mse_loss``) backward mode differentiates but forward mode cannot."""
     x, _ = tensors(8, 4)
-    spec = ProblemSpec(model=lambda seed: nn.Sequential(nn.Flatten(), nn.Linear(36, 1)), train=(x, x[:, 0, 0, :1]), test=(x, x[:, 0, 0, :1]),
+    return ProblemSpec(model=lambda seed: nn.Sequential(nn.Flatten(), nn.Linear(36, 1)), train=(x, x[:, 0, 0, :1]), test=(x, x[:, 0, 0, :1]),
                        loss=F.mse_loss, metric="loss")
-    with pytest.raises(ValueError, match=r"loss: got 'mse_loss'; must be a loss forward mode can differentiate .* \(\(out - y\) \*\* 2\).mean\(\)"):
-        Problem(ProblemConfig(device="cpu", batch_size=4), spec)
+
+
+NOT_FORWARD_MODE = r"loss: got 'mse_loss'; must be a loss forward mode can differentiate .* \(\(out - y\) \*\* 2\).mean\(\)"
+
+
+def test_a_loss_forward_mode_cannot_differentiate_is_refused_with_the_way_round_by_fds_before_any_step():
+    problem = Problem(ProblemConfig(device="cpu", batch_size=4), mse_spec())  # loading it asks nothing of forward mode
+    with pytest.raises(ValueError, match=NOT_FORWARD_MODE):
+        problem.check_forward_mode()
+    with pytest.raises(ValueError, match=NOT_FORWARD_MODE):
+        FDSRun({**TINY, "batch_size": 4}, problem=mse_spec())
 
 
 def test_a_dataset_label_outside_the_classes_is_named_when_its_batch_is_read():
