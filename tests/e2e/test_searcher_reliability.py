@@ -1,6 +1,7 @@
 """FDSSearcher's faults through real Ray: a killed driver restored without training a finished inner run again,
 and a lost worker node whose inner run Tune runs again on the node left."""
 import collections
+import itertools
 import json
 import os
 import signal
@@ -11,9 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from fds_tune import FDSSearcher
+
 ROOT = Path(__file__).resolve().parents[2]
 DRIVER = ROOT / "tests" / "support" / "searcher_driver.py"
 pytestmark = pytest.mark.e2e
+CONFIG = {"epochs": [1, 3, 3, 3, 3, 3], "retrain_epochs": 1}  # over the digits preset: 12 inner runs, long enough to be killed mid-way
 
 
 def _env():
@@ -43,10 +47,29 @@ def run_driver(storage: Path, *args) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def uninterrupted(config: dict) -> dict:
+    """The driver's search without Ray or a kill: FDSSearcher's jobs run in turn in this process, on one torch thread
+    as the driver's trials; the retraining's result, as the driver's summary holds it."""
+    import torch
+
+    from fds_tune.parallel import FINISHED, JOB_KEY, FDSJob
+
+    searcher, threads = FDSSearcher("digits", 2, config=config), torch.get_num_threads()
+    torch.set_num_threads(1)
+    result, ids = None, map(str, itertools.count())
+    try:
+        while (job := searcher.fds.next_job(trial := next(ids))) != FINISHED:
+            result = json.loads(json.dumps(FDSJob({**searcher.fds.config.to_dict(), JOB_KEY: job}).step()))
+            searcher.fds.job_done(trial, result)
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
 def test_a_killed_driver_is_restored_without_training_a_finished_inner_run_again(tmp_path):
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(DRIVER), str(killed)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(DRIVER), str(killed), "--config", json.dumps(CONFIG)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 300
     # Wait until the searcher's saved state (the driver writes it about once a second, after it has taken
     # in the runs' results) holds a finished inner run: how many runs have ended says nothing of it.
@@ -61,7 +84,7 @@ def test_a_killed_driver_is_restored_without_training_a_finished_inner_run_again
     before = collections.Counter((step, run) for what, _, step, run in executions(killed) if what == "start")
 
     resumed = run_driver(killed, "--resume")
-    clean = run_driver(tmp_path / "clean")
+    clean = uninterrupted(CONFIG)
 
     after = collections.Counter((step, run) for what, _, step, run in executions(killed) if what == "start")
     for key in finished:  # a run the saved searcher held as finished never trained again

@@ -1,7 +1,7 @@
 """An FDS search (FDSSearcher, 2 inner runs per outer step, digits) through Ray Tune, in its own process.
 
-    python tests/support/searcher_driver.py STORAGE            # a new search in STORAGE/fds
-    python tests/support/searcher_driver.py STORAGE --resume   # Tuner.restore it (after its driver was killed)
+    python tests/support/searcher_driver.py STORAGE --config JSON   # a new search in STORAGE/fds (JSON: FDSSearcher's config)
+    python tests/support/searcher_driver.py STORAGE --resume        # Tuner.restore it (after its driver was killed)
 
 Every inner run that trains (not one that reports a result again from its checkpoint) writes
 ``start`` and ``end`` lines, ``<trial id> <outer step> <run>``, to ``STORAGE/executions.log``.
@@ -21,9 +21,9 @@ from ray.tune.logger import JsonLoggerCallback  # noqa: E402
 
 from fds_tune import FDSInnerRun, FDSSearcher  # noqa: E402
 
-CONFIG = {"epochs": [1, 3, 3, 3, 3, 3], "retrain_epochs": 1}  # over the digits preset: 12 inner runs, long enough to be killed mid-way
 storage = Path(sys.argv[1]).absolute()
 resume = "--resume" in sys.argv[2:]
+CONFIG = None if resume else json.loads(sys.argv[sys.argv.index("--config") + 1])
 LOG = storage / "executions.log"
 
 

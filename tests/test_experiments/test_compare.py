@@ -16,7 +16,6 @@ from experiments.cli import main
 from experiments.compare import COMPARE_PRESETS, CompareSpec, compare, compute_caption, seed_list, trial_resources
 from fds_tune import PRESETS
 from fds_tune.results import LR_FREE_METHODS, METHODS, POPULATION_METHODS
-from support.datasets import write_cifar10
 
 ROOT = Path(__file__).resolve().parents[2]
 # dadapt and prodigy train through the same run as schedulefree, and pb2 through the same members and hand-over as
@@ -393,23 +392,6 @@ def test_bad_overrides_fail_before_any_training(sets, match, capsys, tmp_path):
     assert main(["compare", "--preset", "digits", "--out", str(tmp_path / "x"), *sets]) == 2
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "x" / "ray").exists() or not any((tmp_path / "x" / "ray").iterdir())
-
-
-@pytest.mark.e2e
-def test_cifar10_paper_preset_smoke_on_the_cifar_fixture(ray_session, tmp_path):
-    """The paper's WRN-16-1 / CIFAR-10 setup, on CIFAR-10 files in the real format, with a tiny budget."""
-    write_cifar10(tmp_path / "data", n_train_per_batch=8, n_test=16)
-    out = tmp_path / "cifar"
-    argv = [
-        "compare", "--preset", "cifar10_paper", "--out", str(out), "--methods", "fds", "random", "hd",
-        "--set", f"data_root={tmp_path / 'data'}", "--set", "batch_size=8", "--set", "epochs=[1]", "--set", "retrain_epochs=1",
-        "--max-epochs", "1", "--samples", "1", "--budget", "1",
-    ]
-    assert main(argv) == 0
-    _, rows = table_rows((out / "table.md").read_text())
-    assert sorted(rows) == ["fds", "hd", "random"]
-    csv = pd.read_csv(out / "results.csv")
-    assert (csv[csv["method"] == "fds"]["lr_6"].notna()).all()  # 7 lr values, as in the paper
 
 
 def test_a_search_whose_every_result_diverged_has_nothing_to_hand_over(tmp_path):

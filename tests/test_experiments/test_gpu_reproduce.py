@@ -82,6 +82,7 @@ def test_the_script_runs_the_paper_preset_end_to_end_on_cifar_format_data(ray_se
     assert (out / "estimate.md").is_file() and (out / "table.md").is_file()
     csv = pd.read_csv(out / "results.csv")
     assert set(csv["method"]) == set(RUN_METHODS)
+    assert (csv[csv["method"] == "fds"]["lr_6"].notna()).all()  # 7 lr values, as in the paper
     table = (out / "table.md").read_text()
     assert all(re.search(rf"^\|\s*{m}\b", table, re.MULTILINE) for m in RUN_METHODS), table
     printed = capsys.readouterr().out
