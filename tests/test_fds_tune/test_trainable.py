@@ -16,10 +16,20 @@ EVERY_METRIC = (
 )
 
 
-def run(tmp_path, trainable=FDSTrainable, config=TINY, **kwargs):
+class Iterations(tune.Callback):
+    """The ``training_iteration`` of every result the driver receives, in order."""
+
+    def __init__(self):
+        self.seen = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.seen.append(result["training_iteration"])
+
+
+def run(tmp_path, trainable=FDSTrainable, config=TINY, callbacks=(), **kwargs):
     loggers = [JsonLoggerCallback(), CSVLoggerCallback()]  # conftest disables the automatic ones
     return tune.run(
-        trainable, config=config, storage_path=str(tmp_path), verbose=0, reuse_actors=True, callbacks=loggers, **kwargs
+        trainable, config=config, storage_path=str(tmp_path), verbose=0, reuse_actors=True, callbacks=[*loggers, *callbacks], **kwargs
     )
 
 
@@ -42,15 +52,17 @@ def test_tune_run_reports_every_metric(ray_session, tmp_path):
 def test_failed_trial_resumes_to_the_same_schedule(ray_session, tmp_path):
     marker = tmp_path / "marker"
     config = {**TINY, "fault": fault(marker, at=1, how="raise")}
-    failed = run(tmp_path / "a", FaultyFDS, config, max_failures=2, checkpoint_freq=1)
+    received = Iterations()
+    failed = run(tmp_path / "a", FaultyFDS, config, callbacks=[received], max_failures=2, checkpoint_freq=1)
     clean = run(tmp_path / "b", FDSTrainable, TINY, checkpoint_freq=1)
     assert marker.exists()  # the failure did happen
     (t_failed,), (t_clean,) = failed.trials, clean.trials
     assert t_failed.status == "TERMINATED" and t_failed.num_failures == 1
     assert t_failed.last_result["schedule"] == t_clean.last_result["schedule"]
     assert t_failed.last_result["retrain_test_acc"] == t_clean.last_result["retrain_test_acc"]
-    iters = failed.trial_dataframes[t_failed.trial_id]["training_iteration"].tolist()
-    assert iters == [1, 2, 3]  # resumed from the checkpoint: no duplicate or lost rows
+    # Resumed from the checkpoint: no result repeated or lost.  (What the driver received: Ray's own
+    # progress.csv, re-opened after the failure, once came back without its first row on a slow machine.)
+    assert received.seen == [1, 2, 3]
 
 
 def test_asha_over_fds_settings_runs_to_the_end(ray_session, tmp_path):
