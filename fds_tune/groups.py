@@ -102,6 +102,16 @@ class HyperLayout:
             out[k] = hvec[off] if n == 1 else hvec[off : off + n][self.group_index]
         return out
 
+    def hypers_vjp(self, cotangents: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """The transpose of :meth:`hypers`: the cotangent of ``hvec`` from those of its values
+        (a grouped kind's per-element cotangents summed per group by ``index_add``; on CPU, several
+        times faster than autograd's backward of the indexing)."""
+        parts = []
+        for k in self.kinds:
+            c = cotangents[k]
+            parts.append(c.reshape(1) if self.counts[k] == 1 else c.new_zeros(self.counts[k]).index_add_(0, self.group_index, c))
+        return torch.cat(parts)
+
 
 def columns_by_kind(flat: torch.Tensor, layout: HyperLayout, sizes: Mapping[str, int]) -> dict[str, torch.Tensor]:
     """Split per-column values (kind by kind, group row by row, ``sizes[kind]`` values per row)

@@ -21,6 +21,14 @@ reaches ``gbar`` through ``U``'s VJP before the product, the transpose of forwar
 mask after it.  The split holds for any optimizer (SGD, Nesterov, AdamW): only ``g``
 couples the parameters, and its Jacobian is a Hessian.
 
+Two things keep the step back near its floor (a plain step's forward and backward passes
+with the graph kept, then the double backward): on CPU the recomputed gradient runs its
+convolutions through :mod:`fds_tune.conv`, whose double backward skips the input gradient of
+data and writes weight gradients as convolutions; and ``U``'s VJP is taken with respect to the hyperparameter values as the
+optimizer reads them, a grouped kind's per-element cotangents then summed per group by
+:meth:`HyperLayout.hypers_vjp` (autograd's backward of the indexing is several times slower).
+Measured costs: docs/results.md, "Reverse mode against forward mode and plain training".
+
 Cost per step: one Hessian-vector product, whatever the number of hyperparameter
 columns.  Memory: the sweep needs ``theta_t`` and the state at every step.
 With ``checkpoint_every = 1`` the forward pass stores them all (no recomputation);
@@ -38,6 +46,7 @@ from typing import NamedTuple
 import torch
 from torch.func import vjp
 
+from .conv import convolutions_for_double_backward
 from .functional_model import FunctionalModel, TrainState
 from .groups import HyperLayout, columns_by_kind
 from .loop import all_finite, has_dropout, inner_loop, plain_step, step_rng, validation_gradient
@@ -154,17 +163,18 @@ class Reverse:
         """One step back: the cotangents of (theta_t, state_t) and of step t's hyperparameter vector."""
         opt, layout = self.opt, self.layout
 
-        def update(th, st, gg, hv):
-            return opt.update(th, st, gg, layout.hypers(hv), t)
+        def update(th, st, gg, hp):
+            return opt.update(th, st, gg, hp, t)
 
         with torch.enable_grad(), step_rng(t, theta.device, self.stochastic):
             leaf = theta.detach().requires_grad_(True)
-            loss, _ = self.fm.loss(leaf, buffers, x, y)
+            with convolutions_for_double_backward(theta.device.type == "cpu"):
+                loss, _ = self.fm.loss(leaf, buffers, x, y)
             (g,) = torch.autograd.grad(loss, leaf, create_graph=True)
-        _, pullback = vjp(update, theta, opt_state, g.detach(), hvec)
-        a_th, a_st, a_g, a_h = pullback((a_theta, a_state))
+        _, pullback = vjp(update, theta, opt_state, g.detach(), layout.hypers(hvec))
+        a_th, a_st, a_g, a_hypers = pullback((a_theta, a_state))
         (hvp,) = torch.autograd.grad(g, leaf, a_g)  # H a_g: the gradient's VJP (double backward)
-        return a_th + hvp, a_st, a_h
+        return a_th + hvp, a_st, layout.hypers_vjp(a_hypers)
 
     def _chunk_sums(self, per_step: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
         """Per column, the sum of its steps' hypergradients: per_step summed over each value's chunk."""
