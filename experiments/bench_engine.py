@@ -71,10 +71,9 @@ def fds_steps(net, device, method, group_size=None):
     return lambda batches, val: hypergradients(model, SCHEDULE, batches, val, method=method, group_size=group_size)
 
 
-def interleaved(runners: dict, batches, val, rounds: int, device, timed_first: bool = False) -> dict:
+def interleaved(runners: dict, batches, val, rounds: int, device) -> dict:
     """Seconds per step of each runner, measured in alternation (round-robin), so that a change
-    of load on a shared machine hits every runner alike.  The first round is a warm-up (with
-    ``timed_first``: there is no warm-up round, the caller warmed up; ``rounds`` + 1 rounds are timed)."""
+    of load on a shared machine hits every runner alike.  The first round is a warm-up."""
     totals = {k: 0.0 for k in runners}
     for r in range(rounds + 1):
         for name, run in runners.items():
@@ -82,10 +81,36 @@ def interleaved(runners: dict, batches, val, rounds: int, device, timed_first: b
             t0 = time.perf_counter()
             run(batches, val)
             _sync(device)
-            if r > 0 or timed_first:
+            if r > 0:
                 totals[name] += time.perf_counter() - t0
-    timed = rounds + 1 if timed_first else rounds
-    return {k: v / (timed * len(batches)) for k, v in totals.items()}
+    return {k: v / (rounds * len(batches)) for k, v in totals.items()}
+
+
+def bracketed(unit, runners: dict, device, rounds: int = 1) -> tuple[list[float], dict]:
+    """Each runner timed between two runs of ``unit`` (the plain run that is the unit of cost):
+    ``unit -> r1 -> unit -> r2 -> ... -> unit``, the sequence ``rounds`` times over.  A runner's
+    cost in a round is its seconds per step over the mean of the two unit runs beside it, so that
+    a change of the machine's speed over the minutes of a benchmark cancels instead of landing on
+    whichever runner ran then; its cost is the mean over the rounds.
+
+    ``unit`` and each runner are ``(run, steps)`` with ``run()`` taking no argument.  Returns the
+    unit's seconds per step, run by run, and runner -> (seconds per step, cost in units, the
+    cost round by round)."""
+    def per_step(run, steps):
+        _sync(device)
+        t0 = time.perf_counter()
+        run()
+        _sync(device)
+        return (time.perf_counter() - t0) / steps
+
+    units = [per_step(*unit)]
+    seconds, costs = {k: [] for k in runners}, {k: [] for k in runners}
+    for _ in range(rounds):
+        for name, runner in runners.items():
+            seconds[name].append(per_step(*runner))
+            units.append(per_step(*unit))
+            costs[name].append(seconds[name][-1] / ((units[-2] + units[-1]) / 2))
+    return units, {k: (sum(seconds[k]) / rounds, sum(costs[k]) / rounds, costs[k]) for k in runners}
 
 
 def _sync(device):

@@ -1,6 +1,7 @@
 """Benchmark: reverse mode against forward mode and plain training (time per step, peak memory).
 
-One interleaved run (round-robin, so that a change of load hits every runner alike) of
+One interleaved run, every engine run timed between two plain runs (so that a change of the
+machine's speed cancels in each ratio) of
   plain    a plain nn.Module + torch.optim.SGD training run (the unit of cost),
   reverse  fds-tune reverse mode (default checkpointing),
   forward  fds-tune forward mode (vmapped jvp),
@@ -19,13 +20,14 @@ the same per-step cost in less time; the printout says which horizons ran.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
 
 import torch
 
-from experiments.bench_engine import peak_rss_mb, interleaved, make_batches, plain_steps
+from experiments.bench_engine import bracketed, make_batches, peak_rss_mb, plain_steps
 from fds_tune import Schedule, hypergradients
 from fds_tune.models import build_model
 
@@ -44,37 +46,28 @@ def engine(net, shape, schedule, groups, mode, device):
     return lambda batches, val: hypergradients(model, schedule, batches, val, mode=mode, groups=groups)
 
 
-def timed(net, shape, steps, forward_steps, rounds, device, schedules):
+def timed(net, shape, steps, forward_steps, device, schedules, rounds):
     batches = make_batches(net, max(steps, forward_steps), 128, device)
     val = batches[:1]
-    runners = {"plain": plain_steps(net, device)}
+    plain = plain_steps(net, device)
+    runners = {}
     for name, (schedule, groups) in schedules.items():
-        runners[f"reverse {name}"] = engine(net, shape, schedule, groups, "reverse", device)
-        runners[f"forward {name}"] = engine(net, shape, schedule, groups, "forward", device)
-    horizons = {k: forward_steps if k.startswith("forward") else steps for k in runners}
-    t = interleaved_horizons(runners, batches, val, horizons, rounds, device)
-    print(f"\n## {net}, batch 128, {rounds} round(s) after a {WARMUP_STEPS}-step warm-up ({device.type}, {torch.get_num_threads()} threads); "
-          f"plain and reverse over {steps} steps, forward over {forward_steps}")
-    print(f"plain torch.optim.SGD: {1e3 * t['plain']:.2f} ms/step")
+        for mode, horizon in (("reverse", steps), ("forward", forward_steps)):
+            run = engine(net, shape, schedule, groups, mode, device)
+            run(batches[:WARMUP_STEPS], val)  # first calls pay lazy imports and allocations
+            runners[f"{mode} {name}"] = (functools.partial(run, batches[:horizon], val), horizon)
+    plain(batches[:WARMUP_STEPS], val)
+    units, t = bracketed((functools.partial(plain, batches[:steps], val), steps), runners, device, rounds)
+    print(f"\n## {net}, batch 128, after a {WARMUP_STEPS}-step warm-up ({device.type}, {torch.get_num_threads()} threads); "
+          f"plain and reverse over {steps} steps, forward over {forward_steps}; each engine run between two plain runs, "
+          f"{rounds} round(s), costs averaged over the rounds")
+    print("plain torch.optim.SGD: " + ", ".join(f"{1e3 * u:.2f}" for u in units) + " ms/step (run by run)")
     for name in schedules:
-        r, f = t[f"reverse {name}"], t[f"forward {name}"]
-        print(f"{name:>8}: reverse {1e3 * r:7.2f} ms/step = {r / t['plain']:5.2f}x plain   "
-              f"forward {1e3 * f:7.2f} ms/step = {f / t['plain']:5.2f}x plain   reverse/forward = {r / f:.3f}")
+        (r, rx, rs), (f, fx, fs) = t[f"reverse {name}"], t[f"forward {name}"]
+        print(f"{name:>8}: reverse {1e3 * r:7.2f} ms/step = {rx:5.2f}x plain   "
+              f"forward {1e3 * f:7.2f} ms/step = {fx:5.2f}x plain   reverse/forward = {rx / fx:.3f}"
+              + (f"   (rounds: reverse {', '.join(f'{v:.2f}' for v in rs)}; forward {', '.join(f'{v:.2f}' for v in fs)})" if rounds > 1 else ""))
     return t
-
-
-def interleaved_horizons(runners, batches, val, horizons, rounds, device, warmup=WARMUP_STEPS):
-    """Seconds per step of each runner over its own horizon, in one round-robin run after a short
-    warm-up (``warmup`` steps of every runner)."""
-    for run in runners.values():
-        run(batches[:warmup], val)
-    per_runner = {k: (lambda run, h: lambda b, v: run(b[:h], v))(run, horizons[k]) for k, run in runners.items()}
-    totals = {k: 0.0 for k in runners}
-    for _ in range(rounds):
-        t = interleaved(per_runner, batches, val, 0, device, timed_first=True)  # seconds per len(batches) steps
-        totals = {k: totals[k] + v for k, v in t.items()}
-    n = len(batches)
-    return {k: v * n / horizons[k] / rounds for k, v in totals.items()}
 
 
 def peak(net, shape, steps, mode, schedule_name, batch) -> dict:
@@ -121,7 +114,7 @@ def main(argv=None):
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--steps", type=int, default=2000, help="LeNet horizon of plain and reverse runs")
     p.add_argument("--forward-steps", type=int, default=2000, help="LeNet horizon of forward-mode runs")
-    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=2, help="times the interleaved sequence runs (costs averaged)")
     p.add_argument("--wrn-steps", type=int, default=14, help="WRN-16-1 horizon (7 lr chunks of 2 steps)")
     p.add_argument("--long-steps", type=int, default=20000, help="horizon of the long memory run (0: skip)")
     p.add_argument("--long-batch", type=int, default=16, help="batch of the long memory run (stored states do not depend on it)")
@@ -132,9 +125,9 @@ def main(argv=None):
         return child(net, shape, int(steps), mode, name, int(batch))
     device = torch.device(args.device)
     if args.only in (None, "lenet"):
-        timed("lenet", (1, 28, 28), args.steps, args.forward_steps, args.rounds, device, SCHEDULES)
+        timed("lenet", (1, 28, 28), args.steps, args.forward_steps, device, SCHEDULES, args.rounds)
     if args.only in (None, "wrn-16-1"):
-        timed("wrn-16-1", (3, 32, 32), args.wrn_steps, args.wrn_steps, args.rounds, device, {"7+1+1": (WRN, None)})
+        timed("wrn-16-1", (3, 32, 32), args.wrn_steps, args.wrn_steps, device, {"7+1+1": (WRN, None)}, args.rounds)
     if args.only in (None, "memory"):
         memory(args.steps, args.long_steps, args.long_batch)
 
