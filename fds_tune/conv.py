@@ -41,6 +41,7 @@ __all__ = ["convolutions_for_double_backward"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_T = {1: F.conv_transpose1d, 2: F.conv_transpose2d, 3: F.conv_transpose3d}
+_DIMS = {conv: n for n, conv in _CONV.items()}
 
 
 class ConvSpec(tuple):
@@ -130,12 +131,9 @@ def _conv(n: int, input, weight, bias=None, stride=1, padding=0, dilation=1, gro
 class _Mode(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        for n, conv in _CONV.items():
-            if func is conv:
-                out = _conv(n, *args, **kwargs)
-                if out is not None:
-                    return out
-        return func(*args, **kwargs)
+        n = _DIMS.get(func)  # every op of the forward pass comes through here: one lookup each
+        out = None if n is None else _conv(n, *args, **kwargs)
+        return func(*args, **kwargs) if out is None else out
 
 
 @contextlib.contextmanager

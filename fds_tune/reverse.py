@@ -24,9 +24,10 @@ couples the parameters, and its Jacobian is a Hessian.
 Two things keep the step back near its floor (a plain step's forward and backward passes
 with the graph kept, then the double backward): on CPU the recomputed gradient runs its
 convolutions through :mod:`fds_tune.conv`, whose double backward skips the input gradient of
-data and writes weight gradients as convolutions; and ``U``'s VJP is taken with respect to the hyperparameter values as the
-optimizer reads them, a grouped kind's per-element cotangents then summed per group by
-:meth:`HyperLayout.hypers_vjp` (autograd's backward of the indexing is several times slower).
+data and writes weight gradients as convolutions; and ``U``'s VJP is taken with respect to
+the hyperparameter values as the optimizer reads them, a grouped kind's per-element
+cotangents then summed per group by :meth:`HyperLayout.hypers_vjp` (autograd's backward of
+the indexing is several times slower).
 Measured costs: docs/results.md, "Reverse mode against forward mode and plain training".
 
 Cost per step: one Hessian-vector product, whatever the number of hyperparameter
