@@ -9,17 +9,18 @@ objective is ``L(theta_T)``.  The adjoint ``a_t = dL/ds_t`` runs backward::
 
 Every optimizer step is ``F_t = U(theta, state, g(theta), h)``: an elementwise update
 ``U`` (a clamp included) of the minibatch gradient ``g(theta)``.  So the vector-Jacobian
-product splits into the cheap VJP of ``U`` (giving the cotangents of ``theta``, the
-state, ``h`` and ``g``) plus the VJP of ``g``, which is a Hessian-vector product
-``H gbar``.  One step back recomputes ``g`` with its graph (a forward and a backward
-pass), takes ``U``'s VJP at it, then differentiates ``g . gbar`` once more (double
-backward): ``g`` comes with the product, so it is never stored.  (Forward-over-reverse,
-``jvp`` of ``grad``, gives the same product since the Hessian is symmetric, but needs
-``g`` before ``gbar`` is known, so a stored gradient per step: it measured no faster on
-LeNet, and stored half as much again; experiments/bench_reverse.py.)  The clamp's mask
-reaches ``gbar`` through ``U``'s VJP before the product, the transpose of forward mode's
-mask after it.  The split holds for any optimizer (SGD, Nesterov, AdamW): only ``g``
-couples the parameters, and its Jacobian is a Hessian.
+product splits into the cheap VJP of ``U`` (giving the cotangents of ``theta``, the state,
+``h`` and ``g``) plus the VJP of ``g``, which is a Hessian-vector product ``H gbar``.  One
+step back recomputes ``g`` with its graph (a forward and a backward pass) and applies
+``U`` to it with autograd on; one backward of ``U``'s outputs against ``a_{t+1}`` then
+gives ``U``'s VJP and goes on through ``g``'s graph, which differentiates ``g . gbar``
+once more (double backward): ``g`` comes with the product, so it is never stored.
+(Forward-over-reverse, ``jvp`` of ``grad``, gives the same product since the Hessian is
+symmetric, but needs ``g`` before ``gbar`` is known, so a stored gradient per step: it
+measured no faster on LeNet, and stored half as much again; experiments/bench_reverse.py.)
+The clamp's mask reaches ``gbar`` through ``U``'s VJP before the product, the transpose of
+forward mode's mask after it.  The split holds for any optimizer (SGD, Nesterov, AdamW):
+only ``g`` couples the parameters, and its Jacobian is a Hessian.
 
 Two things keep the step back near its floor (a plain step's forward and backward passes
 with the graph kept, then the double backward): on CPU the recomputed gradient runs its
@@ -45,7 +46,6 @@ import math
 from typing import NamedTuple
 
 import torch
-from torch.func import vjp
 
 from .conv import convolutions_for_double_backward
 from .functional_model import FunctionalModel, TrainState
@@ -162,20 +162,19 @@ class Reverse:
 
     def _adjoint(self, theta, opt_state, hvec, buffers, x, y, t, a_theta, a_state):
         """One step back: the cotangents of (theta_t, state_t) and of step t's hyperparameter vector."""
-        opt, layout = self.opt, self.layout
-
-        def update(th, st, gg, hp):
-            return opt.update(th, st, gg, hp, t)
-
         with torch.enable_grad(), step_rng(t, theta.device, self.stochastic):
             leaf = theta.detach().requires_grad_(True)
+            state = tuple(s.detach().requires_grad_(True) for s in opt_state)
+            hypers = {k: v.detach().requires_grad_(True) for k, v in self.layout.hypers(hvec).items()}
             with convolutions_for_double_backward(theta.device.type == "cpu"):
                 loss, _ = self.fm.loss(leaf, buffers, x, y)
             (g,) = torch.autograd.grad(loss, leaf, create_graph=True)
-        _, pullback = vjp(update, theta, opt_state, g.detach(), layout.hypers(hvec))
-        a_th, a_st, a_g, a_hypers = pullback((a_theta, a_state))
-        (hvp,) = torch.autograd.grad(g, leaf, a_g)  # H a_g: the gradient's VJP (double backward)
-        return a_th + hvp, a_st, layout.hypers_vjp(a_hypers)
+            new_theta, new_state = self.opt.update(leaf, state, g, hypers, t)
+            # one backward through U and on through g's graph: U's VJP, plus H gbar for theta
+            outs, cots = zip(*[(o, a) for o, a in zip((new_theta, *new_state), (a_theta, *a_state)) if o.requires_grad])
+            cot = torch.autograd.grad(outs, (leaf, *state, *hypers.values()), cots, materialize_grads=True)
+        n = len(state)
+        return cot[0], cot[1 : 1 + n], self.layout.hypers_vjp(dict(zip(hypers, cot[1 + n :])))
 
     def _chunk_sums(self, per_step: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
         """Per column, the sum of its steps' hypergradients: per_step summed over each value's chunk."""
