@@ -77,12 +77,9 @@ def interleaved(runners: dict, batches, val, rounds: int, device) -> dict:
     totals = {k: 0.0 for k in runners}
     for r in range(rounds + 1):
         for name, run in runners.items():
-            _sync(device)
-            t0 = time.perf_counter()
-            run(batches, val)
-            _sync(device)
+            seconds = _seconds(lambda: run(batches, val), device)
             if r > 0:
-                totals[name] += time.perf_counter() - t0
+                totals[name] += seconds
     return {k: v / (rounds * len(batches)) for k, v in totals.items()}
 
 
@@ -97,11 +94,7 @@ def bracketed(unit, runners: dict, device, rounds: int = 1) -> tuple[list[float]
     unit's seconds per step, run by run, and runner -> (seconds per step, cost in units, the
     cost round by round)."""
     def per_step(run, steps):
-        _sync(device)
-        t0 = time.perf_counter()
-        run()
-        _sync(device)
-        return (time.perf_counter() - t0) / steps
+        return _seconds(run, device) / steps
 
     units = [per_step(*unit)]
     seconds, costs = {k: [] for k in runners}, {k: [] for k in runners}
@@ -111,6 +104,15 @@ def bracketed(unit, runners: dict, device, rounds: int = 1) -> tuple[list[float]
             units.append(per_step(*unit))
             costs[name].append(seconds[name][-1] / ((units[-2] + units[-1]) / 2))
     return units, {k: (sum(seconds[k]) / rounds, sum(costs[k]) / rounds, costs[k]) for k in runners}
+
+
+def _seconds(run, device) -> float:
+    """Wall-clock seconds of ``run()``, the device synchronised before and after."""
+    _sync(device)
+    t0 = time.perf_counter()
+    run()
+    _sync(device)
+    return time.perf_counter() - t0
 
 
 def _sync(device):

@@ -12,6 +12,7 @@ from torch.func import functional_call
 
 from fds_tune import Schedule, hypergradients, train
 from fds_tune.engine import choose_mode
+from fds_tune.optim import Optimizer
 from fds_tune.reverse import default_checkpoint_every
 
 from support.tiny import CASES, batches, rel_err, tiny_lenet, tiny_mlp
@@ -131,6 +132,24 @@ def test_adamw_reverse_matches_reference():
         rev = hypergradients(model, ADAMW, train_b, val_b, optimizer="adamw", mode="reverse", checkpoint_every=every)
         assert_close(rev, reference(model, ADAMW, train_b, val_b, optimizer="adamw"))
         per_step_sums_are_chunks(rev, 6)
+
+
+def test_a_users_optimizer_with_a_state_entry_no_gradient_reaches():
+    """A user's optimizer whose state holds an entry rebuilt from the step alone (a counter):
+    the step back skips that output, and the result is still the reference's SGD."""
+
+    def init(theta):
+        return torch.zeros_like(theta), theta.new_zeros(())
+
+    def update(params, state, grad, hypers, step):
+        velocity = hypers["momentum"] * state[0] + grad + hypers["weight_decay"] * params
+        return params - hypers["lr"] * velocity, (velocity, torch.tensor(step + 1.0, dtype=params.dtype))
+
+    counting = Optimizer("counting_sgd", ("lr", "momentum", "weight_decay"), init, update)
+    model = tiny_mlp()
+    train_b, val_b = batches(T, (12,), seed=5), batches(1, (12,), seed=6)
+    rev = hypergradients(model, SGD, train_b, val_b, optimizer=counting, mode="reverse")
+    assert_close(rev, reference(model, SGD, train_b, val_b))
 
 
 def test_window_of_a_longer_run():
