@@ -216,8 +216,15 @@ class Progress(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info):
         self._finished(trial.trial_id, error=True)
 
-    def _finished(self, trial_id: str, error: bool = False) -> None:
-        self.finished.add(trial_id)
+    def on_experiment_end(self, trials, **info):
+        # Trials a stopper ends (the budget's stop_all) get no on_trial_complete from Tune: count them here,
+        # in one last line, so the last line printed always says where the method ended.
+        ended = [t.trial_id for t in trials if t.trial_id in self.epochs and t.trial_id not in self.finished]
+        if ended:
+            self._finished(*ended)
+
+    def _finished(self, *trial_ids: str, error: bool = False) -> None:
+        self.finished.update(trial_ids)
         elapsed = time.time() - self.started
         used = sum(self.epochs.values())
         frac = min(1.0, max(len(self.finished) / self.expected if self.expected else 0.0, used / self.budget if self.budget else 0.0))

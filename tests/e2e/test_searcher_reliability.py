@@ -36,7 +36,10 @@ def saved_finished_runs(experiment: Path) -> set[tuple[int, int]]:
     states = list(experiment.glob("searcher-state-*.pkl"))
     if not states:
         return set()
-    fds = json.loads(max(states, key=lambda p: p.stat().st_mtime).read_text())["state"]["fds"]
+    try:
+        fds = json.loads(max(states, key=lambda p: p.stat().st_mtime).read_text())["state"]["fds"]
+    except json.JSONDecodeError:  # Ray copies the experiment from its staging folder into storage in place, not atomically:
+        return set()  # a file caught mid-copy is read again at the next poll
     done = {(h["outer_step"], r) for h in fds["loop"]["history"] for r in h["runs"]}
     return done | {(fds["loop"]["outer_step"] + 1, int(r)) for r in fds["step_runs"]}
 

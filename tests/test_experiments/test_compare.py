@@ -13,9 +13,9 @@ import pytest
 
 import analysis
 from experiments.cli import main
-from experiments.compare import COMPARE_PRESETS, CompareSpec, compare, compute_caption, seed_list, trial_resources
+from experiments.compare import COMPARE_PRESETS, CompareSpec, Progress, compare, compute_caption, seed_list, trial_resources
 from fds_tune import PRESETS
-from fds_tune.results import LR_FREE_METHODS, METHODS, POPULATION_METHODS
+from fds_tune.results import EPOCHS, LR_FREE_METHODS, METHODS, METRIC, POPULATION_METHODS
 
 ROOT = Path(__file__).resolve().parents[2]
 # dadapt and prodigy train through the same run as schedulefree, and pb2 through the same members and hand-over as
@@ -182,6 +182,23 @@ def table_rows(markdown: str) -> dict[str, list[str]]:
     return header, rows
 
 
+def test_progress_counts_the_trials_the_budget_stopped(capsys):
+    # Tune calls no on_trial_complete for the trials a stopper's stop_all ends: the experiment's end counts them
+    from ray.tune.experiment import Trial
+
+    progress = Progress("random seed 0", None, 4.0)
+    trials = [Trial("ScheduleTrainable", stub=True, trial_id=i) for i in ("a", "b", "c")]
+    progress.on_trial_result(1, trials, trials[0], {EPOCHS: 2.0, METRIC: 0.5})
+    progress.on_trial_result(1, trials, trials[1], {EPOCHS: 2.0, METRIC: 0.75})
+    progress.on_trial_complete(1, trials, trials[0])
+    progress.on_experiment_end(trials)  # b was stopped by the budget; c never started
+    lines = capsys.readouterr().out.splitlines()
+    assert [l.split(" | ")[:3] for l in lines] == [["[random seed 0] trials 1", "best val_acc 0.7500", "4 epochs"],
+                                                   ["[random seed 0] trials 2", "best val_acc 0.7500", "4 epochs"]]
+    progress.on_experiment_end(trials)  # nothing left to count
+    assert capsys.readouterr().out == ""
+
+
 @pytest.fixture(scope="module")
 def digits_run(ray_session, tmp_path_factory):
     out = tmp_path_factory.mktemp("compare") / "digits"
@@ -196,6 +213,7 @@ def test_progress_says_where_each_method_is(digits_run):
     printed = (digits_run.parent / "stdout.txt").read_text()
     for method in RUN_METHODS:
         assert f"== {method}, seed 0" in printed
+        assert re.search(rf"\[{method} seed 0\] trials \d+", printed), method  # where it ended, even when the budget stopped it
     assert re.search(r"\[random seed 0\] trials [12] \| best val_acc 0\.\d{4} \| \d+ epochs \| \d+s elapsed, ~\d+s left", printed)
     assert re.search(r"\[fds seed 0\] step 1 \| val_acc 0\.\d{4} \| 1 epochs", printed)
     assert re.search(r"\[fds seed 0\] step 2 \| val_acc 0\.\d{4} \| \d+ epochs", printed)
