@@ -184,7 +184,8 @@ FDS_WALL_CLOCK_FILE = "fds_wall_clock.json"  # per FDS experiment: inner runs pe
 
 class Progress(tune.Callback):
     """Prints one line per finished trial: method, trials done, best so far, elapsed and remaining time
-    (and, for a method that runs one long trial, one line per reported result).
+    (and, for a method that runs one long trial, one line per reported result); the trials a stopper
+    ended, which Tune does not report as complete, in one line at the experiment's end.
 
     Replaces Ray's log wall.  It prints to whatever ``sys.stdout`` is at the time (it is
     pickled with the experiment state, so it holds no file object).
@@ -217,8 +218,7 @@ class Progress(tune.Callback):
         self._finished(trial.trial_id, error=True)
 
     def on_experiment_end(self, trials, **info):
-        # Trials a stopper ends (the budget's stop_all) get no on_trial_complete from Tune: count them here,
-        # in one last line, so the last line printed always says where the method ended.
+        # Tune calls no on_trial_complete for the trials the budget's stop_all ends
         ended = [t.trial_id for t in trials if t.trial_id in self.epochs and t.trial_id not in self.finished]
         if ended:
             self._finished(*ended)
