@@ -49,7 +49,7 @@ from .loop import (
 from .optim import Optimizer, resolve_optimizer
 from .reverse import Reverse, default_checkpoint_every
 from .schedule import Schedule, value_index
-from .validation import check_choice, check_int, check_optional, fail
+from .validation import check, check_choice, check_int, check_optional, fail
 
 __all__ = [
     "hypergradients", "train", "HyperGradients", "TrainResult", "default_group_size", "make_step", "hyper_vectors",
@@ -162,6 +162,7 @@ def hypergradients(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     checkpoint_every: int | None = None,
     checkpoint_budget: int = DEFAULT_CHECKPOINT_BUDGET,
+    build_ahead: bool | None = None,
     groups: GroupSpec = None,
     start: TrainState | None = None,
     schedule_horizon: int | None = None,
@@ -194,6 +195,12 @@ def hypergradients(
         checkpoint_every: reverse mode: store the state every this many steps and
             recompute the steps between (1 stores every step).  ``None``: every step
             when that fits ``checkpoint_budget`` bytes, else about ``sqrt(T)``.
+        build_ahead: reverse mode on CPU: build each step's graph on a second thread while
+            the step after it is swept back (two steps side by side, one thread each, instead
+            of one step on every thread).  ``None``: when torch has two or more threads and a
+            step saves at most :data:`~fds_tune.reverse.BUILD_AHEAD_MAX_BYTES` for its
+            backward (small layers, which threads speed up least).  The same numbers either
+            way, up to float rounding.
         groups: parameter groups for kinds given per group: ``"layers"`` or a mapping
             group name -> parameter-name patterns (:func:`~fds_tune.groups.param_groups`).
         start: continue from a :class:`TrainState` instead of the model's state.
@@ -215,6 +222,7 @@ def hypergradients(
     check_optional("group_size", group_size, check_int, 1, rule="a positive int or None (automatic)")
     check_optional("checkpoint_every", checkpoint_every, check_int, 1, rule="a positive int or None (from checkpoint_budget)")
     check_int("checkpoint_budget", checkpoint_budget, 1, rule="a positive int (bytes)")
+    check_optional("build_ahead", build_ahead, check, isinstance(build_ahead, bool), "True, False or None (decided by the step's size)")
     opt = resolve_optimizer(optimizer, grad_clamp)
     fm = FunctionalModel(model, loss_fn)
     schedule, horizon, state, span, layout = _prepare(fm, opt, schedule, train_batches, horizon, start, schedule_horizon, groups)
@@ -231,7 +239,7 @@ def hypergradients(
                 "steps first .. first + n - 1 (e.g. lambda first, n: problem.steps(idx, first, n)); a one-shot iterator "
                 "can only be used with mode='forward'",
             )
-        out = Reverse(fm, opt, layout, schedule, horizon, span, checkpoint_every).run(state, source, val_batches)
+        out = Reverse(fm, opt, layout, schedule, horizon, span, checkpoint_every, build_ahead).run(state, source, val_batches)
         run = TrainResult(out.state, out.losses, out.diverged)
         return HyperGradients(out.grads, out.val_loss, run, mode="reverse", per_step=out.per_step, checkpoint_every=checkpoint_every)
     return _Forward(fm, opt, layout, schedule, horizon, span, method, group_size, memory_budget).run(

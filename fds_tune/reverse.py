@@ -42,8 +42,11 @@ forward pass exactly as in plain training.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import NamedTuple
+import queue
+import threading
+from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import torch
 
@@ -54,9 +57,16 @@ from .loop import all_finite, has_dropout, inner_loop, plain_step, step_rng, val
 from .optim import Optimizer
 from .schedule import Schedule, value_index
 
-__all__ = ["Reverse", "ReverseEnd", "default_checkpoint_every", "stored_bytes", "BATCH_BLOCK"]
+__all__ = ["Reverse", "ReverseEnd", "build_ahead", "default_checkpoint_every", "saved_bytes", "stored_bytes", "BATCH_BLOCK", "BUILD_AHEAD_MAX_BYTES"]
 
 BATCH_BLOCK = 64  # with every step stored, batches are replayed this many steps at a time
+# A step whose forward pass saves at most this much for its backward is swept with its graph built
+# one step ahead on a second thread; measured on 2 cores (docs/results.md): built ahead / in turn
+# FIXME
+BUILD_AHEAD_MAX_BYTES = 24 * 2**20
+
+T_ = TypeVar("T_")
+R_ = TypeVar("R_")
 
 
 class ReverseEnd(NamedTuple):
@@ -87,9 +97,10 @@ def default_checkpoint_every(fm: FunctionalModel, state: TrainState, horizon: in
 class Reverse:
     """One reverse-mode run: a forward pass storing states, then the backward sweep."""
 
-    def __init__(self, fm: FunctionalModel, opt: Optimizer, layout: HyperLayout, schedule: Schedule, horizon: int, span: int, every: int):
+    def __init__(self, fm: FunctionalModel, opt: Optimizer, layout: HyperLayout, schedule: Schedule, horizon: int, span: int, every: int, ahead: bool | None = None):
         self.fm, self.opt, self.layout, self.schedule = fm, opt, layout, schedule
         self.horizon, self.span, self.every = horizon, span, every
+        self.ahead = ahead  # build each step's graph ahead on a second thread; None: by _build_ahead's rule
         self.step = plain_step(fm, opt, layout)
         self.stochastic = has_dropout(fm.model)  # dropout: step t's masks are drawn from step t's seed, as in the forward pass
 
@@ -125,6 +136,7 @@ class Reverse:
         T, every, first = self.horizon, self.every, start.step
         a_state = tuple(torch.zeros_like(s) for s in final_state)
         block = every if every > 1 else BATCH_BLOCK
+        ahead = self.ahead  # None: decided on the first step swept
         for a in reversed(range(0, T, block)):
             b = min(a + block, T)
             batches = list(source(a, b - a))
@@ -135,14 +147,24 @@ class Reverse:
             with self.fm.batch_statistics():  # PyTorch's BatchNorm: its double backward is exact
                 self.fm.record_stats = False
                 try:
-                    for j in reversed(range(b - a)):
-                        theta, opt_state = states[j]
-                        x, y = batches[j]
-                        a_theta, a_state, a_h = self._adjoint(theta, opt_state, hvecs[a + j], start.buffers, x, y, first + a + j, a_theta, a_state)
-                        per_step[a + j] = a_h
-                        states[j] = None  # free the step's state as soon as it is swept
+                    if ahead is None:
+                        ahead = self._build_ahead(states[-1][0], start.buffers, *batches[-1])
+                    build = functools.partial(self._step_graph, states, batches, hvecs, a, start)
+                    steps = range(b - a - 1, -1, -1)
+                    graphs = build_ahead(build, steps) if ahead else map(build, steps)
+                    try:
+                        for j, graph in zip(steps, graphs):
+                            a_theta, a_state, per_step[a + j] = self._back(graph, a_theta, a_state)
+                    finally:
+                        getattr(graphs, "close", lambda: None)()  # stops and joins the builder thread
                 finally:
                     self.fm.record_stats = True
+
+    def _step_graph(self, states, batches, hvecs, a, start, j):
+        """The graph of the segment's step ``j`` (segment from step ``a``); frees its stored state."""
+        theta, opt_state = states[j]
+        states[j] = None
+        return self._graph(theta, opt_state, hvecs[a + j], start.buffers, *batches[j], start.step + a + j)
 
     def _recompute(self, checkpoint, batches, hvecs, a, start):
         """The states of a segment's steps, recomputed from its checkpoint exactly as the
@@ -160,8 +182,9 @@ class Reverse:
                 self.fm.record_stats = True
         return states
 
-    def _adjoint(self, theta, opt_state, hvec, buffers, x, y, t, a_theta, a_state):
-        """One step back: the cotangents of (theta_t, state_t) and of step t's hyperparameter vector."""
+    def _graph(self, theta, opt_state, hvec, buffers, x, y, t):
+        """Step t's graph for the step back: the recomputed gradient ``g`` (with its graph) and
+        ``U``'s outputs, with the leaves they are differentiated against."""
         with torch.enable_grad(), step_rng(t, theta.device, self.stochastic):
             leaf = theta.detach().requires_grad_(True)
             state = tuple(s.detach().requires_grad_(True) for s in opt_state)
@@ -170,11 +193,27 @@ class Reverse:
                 loss, _ = self.fm.loss(leaf, buffers, x, y)
             (g,) = torch.autograd.grad(loss, leaf, create_graph=True)
             new_theta, new_state = self.opt.update(leaf, state, g, hypers, t)
-            # one backward through U and on through g's graph: U's VJP, plus H gbar for theta
-            outs, cots = zip(*[(o, a) for o, a in zip((new_theta, *new_state), (a_theta, *a_state)) if o.requires_grad])
-            cot = torch.autograd.grad(outs, (leaf, *state, *hypers.values()), cots, materialize_grads=True)
+        return leaf, state, hypers, (new_theta, *new_state)
+
+    def _back(self, graph, a_theta, a_state):
+        """One step back through a step's graph: the cotangents of (theta_t, state_t) and of
+        step t's hyperparameter vector.  One backward through U and on through g's graph:
+        U's VJP, plus H gbar for theta."""
+        leaf, state, hypers, outputs = graph
+        outs, cots = zip(*[(o, a) for o, a in zip(outputs, (a_theta, *a_state)) if o.requires_grad])
+        cot = torch.autograd.grad(outs, (leaf, *state, *hypers.values()), cots, materialize_grads=True)
         n = len(state)
         return cot[0], cot[1 : 1 + n], self.layout.hypers_vjp(dict(zip(hypers, cot[1 + n :])))
+
+    def _build_ahead(self, theta, buffers, x, y) -> bool:
+        """Whether to build each step's graph on a second thread while the previous one is swept
+        back (:func:`build_ahead`): on CPU with two or more threads, for a step whose forward pass
+        saves at most :data:`BUILD_AHEAD_MAX_BYTES` for its backward (small operations, which two
+        threads speed up less than two steps side by side).  Decided from the step's shapes, never
+        from a timing, so the same run always sums in the same order."""
+        if theta.device.type != "cpu" or torch.get_num_threads() < 2:
+            return False
+        return saved_bytes(self.fm, theta, buffers, x, y) <= BUILD_AHEAD_MAX_BYTES
 
     def _chunk_sums(self, per_step: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
         """Per column, the sum of its steps' hypergradients: per_step summed over each value's chunk."""
@@ -187,3 +226,65 @@ class Reverse:
                 slot = self.layout.slot(k, r)
                 cols.append(per_step.new_zeros(n).index_add_(0, idx, per_step[:, slot]))
         return columns_by_kind(torch.cat(cols), self.layout, sizes)
+
+
+def saved_bytes(fm: FunctionalModel, theta: torch.Tensor, buffers, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes one training step's forward pass saves for its backward (its activations, mostly),
+    as the step back builds it.  The global RNG is left as it was."""
+    total = 0
+
+    def pack(tensor):
+        nonlocal total
+        total += tensor.numel() * tensor.element_size()
+        return tensor
+
+    with torch.enable_grad(), step_rng(0, theta.device, has_dropout(fm.model)), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with convolutions_for_double_backward(theta.device.type == "cpu"):
+            fm.loss(theta.detach().requires_grad_(True), buffers, x, y)
+    return total
+
+
+def build_ahead(build: Callable[[T_], R_], items: Iterable[T_]) -> Iterator[R_]:
+    """``build(item)`` for each item in order, each one built on a second thread while the
+    caller still works on the one before: two steps run side by side, one thread each.
+
+    At most two results are alive: the one the caller holds and the next.  Both threads run
+    torch on one intra-op thread; the caller's count is restored when the generator ends or
+    is closed.  An error in ``build`` is raised in the caller, at the item that raised it.
+    """
+    threads = torch.get_num_threads()
+    done = object()
+    results: queue.Queue = queue.Queue()
+    turn = threading.Semaphore(1)  # the builder may start the next item once the caller took the last
+    stop = threading.Event()
+
+    def builder():
+        torch.set_num_threads(1)
+        try:
+            for item in items:
+                turn.acquire()
+                if stop.is_set():
+                    return
+                results.put((True, build(item)))
+        except BaseException as error:  # handed to the caller, raised there
+            results.put((False, error))
+            return
+        results.put((True, done))
+
+    worker = threading.Thread(target=builder, name="fds-reverse-builder", daemon=True)
+    torch.set_num_threads(1)
+    worker.start()
+    try:
+        while True:
+            ok, out = results.get()
+            if not ok:
+                raise out
+            if out is done:
+                return
+            turn.release()
+            yield out
+    finally:
+        stop.set()
+        turn.release()
+        worker.join()
+        torch.set_num_threads(threads)
