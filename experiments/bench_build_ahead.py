@@ -24,7 +24,7 @@ from fds_tune.models import build_model
 from fds_tune.reverse import BUILD_AHEAD_MAX_BYTES, saved_bytes
 
 SHAPES = {"mlp": (1, 28, 28), "lenet": (1, 28, 28), "wrn-16-1": (3, 32, 32)}
-CASES = [("mlp", 128, 200), ("lenet", 128, 100), ("lenet", 256, 60), ("lenet", 512, 40), ("wrn-16-1", 16, 16), ("wrn-16-1", 32, 10), ("wrn-16-1", 128, 6)]
+CASES = [("mlp", 128, 200), ("lenet", 128, 100), ("lenet", 256, 60), ("lenet", 384, 50), ("lenet", 512, 40), ("wrn-16-1", 16, 16), ("wrn-16-1", 32, 10), ("wrn-16-1", 128, 6)]
 SCHEDULE = Schedule(lr=[0.05, 0.045, 0.04, 0.03, 0.02, 0.01, 0.005], momentum=[0.9], weight_decay=[5e-4])
 
 

@@ -57,13 +57,14 @@ from .loop import all_finite, has_dropout, inner_loop, plain_step, step_rng, val
 from .optim import Optimizer
 from .schedule import Schedule, value_index
 
-__all__ = ["Reverse", "ReverseEnd", "build_ahead", "default_checkpoint_every", "saved_bytes", "stored_bytes", "BATCH_BLOCK", "BUILD_AHEAD_MAX_BYTES"]
+__all__ = ["Reverse", "ReverseEnd", "build_ahead", "builds_ahead", "default_checkpoint_every", "saved_bytes", "stored_bytes", "BATCH_BLOCK", "BUILD_AHEAD_MAX_BYTES"]
 
 BATCH_BLOCK = 64  # with every step stored, batches are replayed this many steps at a time
 # A step whose forward pass saves at most this much for its backward is swept with its graph built
-# one step ahead on a second thread; measured on 2 cores (docs/results.md): built ahead / in turn
-# FIXME
-BUILD_AHEAD_MAX_BYTES = 24 * 2**20
+# one step ahead on a second thread.  Whole reverse-mode runs, built ahead / in turn, on 2 cores
+# (experiments/bench_build_ahead.py; docs/results.md): LeNet batch 128 (6.8 MiB) 0.93, batch 256
+# (13.4 MiB) 0.90, batch 512 (26.6 MiB) 1.24; WRN-16-1 batch 16 (26.1 MiB) 1.05, 128 (204 MiB) 1.14.
+BUILD_AHEAD_MAX_BYTES = 16 * 2**20
 
 T_ = TypeVar("T_")
 R_ = TypeVar("R_")
@@ -100,7 +101,7 @@ class Reverse:
     def __init__(self, fm: FunctionalModel, opt: Optimizer, layout: HyperLayout, schedule: Schedule, horizon: int, span: int, every: int, ahead: bool | None = None):
         self.fm, self.opt, self.layout, self.schedule = fm, opt, layout, schedule
         self.horizon, self.span, self.every = horizon, span, every
-        self.ahead = ahead  # build each step's graph ahead on a second thread; None: by _build_ahead's rule
+        self.ahead = ahead  # build each step's graph ahead on a second thread; None: by builds_ahead's rule
         self.step = plain_step(fm, opt, layout)
         self.stochastic = has_dropout(fm.model)  # dropout: step t's masks are drawn from step t's seed, as in the forward pass
 
@@ -148,7 +149,7 @@ class Reverse:
                 self.fm.record_stats = False
                 try:
                     if ahead is None:
-                        ahead = self._build_ahead(states[-1][0], start.buffers, *batches[-1])
+                        ahead = builds_ahead(self.fm, states[-1][0], start.buffers, *batches[-1])
                     build = functools.partial(self._step_graph, states, batches, hvecs, a, start)
                     steps = range(b - a - 1, -1, -1)
                     graphs = build_ahead(build, steps) if ahead else map(build, steps)
@@ -205,16 +206,6 @@ class Reverse:
         n = len(state)
         return cot[0], cot[1 : 1 + n], self.layout.hypers_vjp(dict(zip(hypers, cot[1 + n :])))
 
-    def _build_ahead(self, theta, buffers, x, y) -> bool:
-        """Whether to build each step's graph on a second thread while the previous one is swept
-        back (:func:`build_ahead`): on CPU with two or more threads, for a step whose forward pass
-        saves at most :data:`BUILD_AHEAD_MAX_BYTES` for its backward (small operations, which two
-        threads speed up less than two steps side by side).  Decided from the step's shapes, never
-        from a timing, so the same run always sums in the same order."""
-        if theta.device.type != "cpu" or torch.get_num_threads() < 2:
-            return False
-        return saved_bytes(self.fm, theta, buffers, x, y) <= BUILD_AHEAD_MAX_BYTES
-
     def _chunk_sums(self, per_step: torch.Tensor, first: int) -> dict[str, torch.Tensor]:
         """Per column, the sum of its steps' hypergradients: per_step summed over each value's chunk."""
         sizes, cols = self.schedule.sizes, []
@@ -226,6 +217,17 @@ class Reverse:
                 slot = self.layout.slot(k, r)
                 cols.append(per_step.new_zeros(n).index_add_(0, idx, per_step[:, slot]))
         return columns_by_kind(torch.cat(cols), self.layout, sizes)
+
+
+def builds_ahead(fm: FunctionalModel, theta: torch.Tensor, buffers, x: torch.Tensor, y: torch.Tensor) -> bool:
+    """The default of ``build_ahead``: whether to build each step's graph on a second thread while
+    the step after it is swept back (:func:`build_ahead`).  Yes on CPU with two or more threads,
+    for a step whose forward pass saves at most :data:`BUILD_AHEAD_MAX_BYTES` for its backward
+    (small operations, which threads speed up least).  Decided from the step's shapes, never from
+    a timing, so that the same run always sums in the same order."""
+    if theta.device.type != "cpu" or torch.get_num_threads() < 2:
+        return False
+    return saved_bytes(fm, theta, buffers, x, y) <= BUILD_AHEAD_MAX_BYTES
 
 
 def saved_bytes(fm: FunctionalModel, theta: torch.Tensor, buffers, x: torch.Tensor, y: torch.Tensor) -> int:

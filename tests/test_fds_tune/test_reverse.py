@@ -4,6 +4,8 @@ The reference here is written per parameter tensor with plain autograd (its own 
 and AdamW, its own per-group expansion), sharing no code with the engine."""
 import fnmatch
 import math
+import threading
+import time
 
 import pytest
 import torch
@@ -11,9 +13,11 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from fds_tune import Schedule, hypergradients, train
+from fds_tune import reverse
 from fds_tune.engine import choose_mode
+from fds_tune.functional_model import FunctionalModel
 from fds_tune.optim import Optimizer
-from fds_tune.reverse import default_checkpoint_every
+from fds_tune.reverse import build_ahead, builds_ahead, default_checkpoint_every, saved_bytes
 
 from support.tiny import CASES, batches, rel_err, tiny_lenet, tiny_mlp
 
@@ -278,6 +282,7 @@ def test_divergence_is_reported_not_raised():
         ({"method": "reverse"}, r"method: got 'reverse'; must be 'vmap' or 'per_column'.*mode='reverse'"),
         ({"checkpoint_every": 0}, "checkpoint_every"),
         ({"checkpoint_budget": 0}, "checkpoint_budget"),
+        ({"build_ahead": "yes"}, r"build_ahead: got 'yes'; must be True, False or None"),
         ({"groups": "modules"}, "groups: got 'modules'"),
         ({"groups": {"a": ["nothing*"]}}, "matches none"),
         ({"groups": {"a": "0.*"}}, r"groups\['a'\]"),
@@ -289,3 +294,95 @@ def test_bad_arguments_raise(kwargs, match):
     schedule = kwargs.pop("schedule", SGD)
     with pytest.raises(ValueError, match=match):
         hypergradients(tiny_mlp(), schedule, batches(2, (12,)), batches(1, (12,)), **kwargs)
+
+
+# ---- the sweep with each step's graph built ahead on a second thread -------------------------
+def tiny_dropout_mlp():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 7), torch.nn.Tanh(), torch.nn.Dropout(0.3), torch.nn.Linear(7, 3)).to(DT)
+
+
+@pytest.mark.parametrize("case", ["lenet_bn", "dropout"])
+@pytest.mark.parametrize("every", [1, 4])
+def test_built_ahead_equals_built_in_turn_and_forward_mode(case, every, monkeypatch):
+    make, shape = (tiny_dropout_mlp, (12,)) if case == "dropout" else CASES[case]
+    train_b, val_b = batches(T, shape), batches(2, shape, seed=5)
+    threads, segments = torch.get_num_threads(), []
+
+    def spy(build, items):
+        segments.append(1)
+        return build_ahead(build, items)
+
+    monkeypatch.setattr(reverse, "build_ahead", spy)
+    runs = {}
+    for ahead in (False, True):
+        runs[ahead] = hypergradients(make(), SGD, train_b, val_b, mode="reverse", checkpoint_every=every, build_ahead=ahead, grad_clamp=0.05)
+        assert len(segments) == (-(-T // every) if ahead and every > 1 else int(ahead))  # each segment swept built ahead, or none
+    assert torch.get_num_threads() == threads  # the builder's one-thread setting is undone
+    forward = hypergradients(make(), SGD, train_b, val_b, mode="forward", grad_clamp=0.05)
+    for k in SGD:
+        assert rel_err(runs[True][k], runs[False][k]) < 1e-12, k
+        assert rel_err(runs[True][k], forward[k]) < TOL, k
+        torch.testing.assert_close(runs[True].per_step[k], runs[False].per_step[k], rtol=1e-12, atol=1e-15)
+
+
+def test_by_default_small_steps_are_built_ahead_and_large_ones_in_turn(monkeypatch):
+    model, shape = tiny_lenet(), CASES["lenet"][1]
+    fm = FunctionalModel(model, F.cross_entropy)
+    theta, buffers = fm.flatten(dict(model.named_parameters())), dict(model.named_buffers())
+    with fm.batch_statistics():
+        sizes = [saved_bytes(fm, theta, buffers, *batches(1, shape, batch=b)[0]) for b in (6, 12, 18)]
+    assert 0 < sizes[0] < sizes[1] < sizes[2] and sizes[1] - sizes[0] == sizes[2] - sizes[1]  # activations grow with the batch
+    x, y = batches(1, shape, batch=12)[0]
+    threads = torch.get_num_threads()
+    try:
+        with fm.batch_statistics():
+            torch.set_num_threads(2)
+            monkeypatch.setattr(reverse, "BUILD_AHEAD_MAX_BYTES", sizes[1])
+            assert builds_ahead(fm, theta, buffers, x, y)
+            monkeypatch.setattr(reverse, "BUILD_AHEAD_MAX_BYTES", sizes[1] - 1)
+            assert not builds_ahead(fm, theta, buffers, x, y)
+            monkeypatch.setattr(reverse, "BUILD_AHEAD_MAX_BYTES", sizes[1])
+            torch.set_num_threads(1)
+            assert not builds_ahead(fm, theta, buffers, x, y)  # one thread: nothing to run side by side
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_build_ahead_keeps_order_and_builds_at_most_one_ahead():
+    alive, most, log = [0], [0], []
+
+    def build(i):
+        alive[0] += 1
+        most[0] = max(most[0], alive[0])
+        log.append(("built", i, threading.current_thread().name, torch.get_num_threads()))
+        return i
+
+    threads = torch.get_num_threads()
+    for i in build_ahead(build, range(6)):
+        assert torch.get_num_threads() == 1  # the caller's step runs on one thread too
+        time.sleep(0.01)  # the caller's work: the builder runs ahead meanwhile
+        log.append(("used", i))
+        alive[0] -= 1
+    assert torch.get_num_threads() == threads
+    assert [e[1] for e in log if e[0] == "used"] == list(range(6))
+    assert most[0] <= 2  # the one the caller holds and the next
+    assert {e[2:] for e in log if e[0] == "built"} == {("fds-reverse-builder", 1)}
+
+
+def test_build_ahead_raises_the_builders_error_at_its_item_and_stops_when_closed():
+    def build(i):
+        if i == 3:
+            raise ArithmeticError("step 3")
+        return i
+
+    got = []
+    with pytest.raises(ArithmeticError, match="step 3"):
+        for i in build_ahead(build, range(6)):
+            got.append(i)
+    assert got == [0, 1, 2]
+    built = []
+    gen = build_ahead(built.append, range(100))
+    next(gen)
+    gen.close()  # e.g. an error in the caller's step: the builder stops and is joined
+    assert len(built) <= 2 and not any(t.name == "fds-reverse-builder" for t in threading.enumerate())
