@@ -29,6 +29,11 @@ data and writes weight gradients as convolutions; and ``U``'s VJP is taken with 
 the hyperparameter values as the optimizer reads them, a grouped kind's per-element
 cotangents then summed per group by :meth:`HyperLayout.hypers_vjp` (autograd's backward of
 the indexing is several times slower).
+On CPU with two or more threads, a sweep of small steps also runs two steps side by side
+(:func:`build_ahead`): while one step's backward runs, the next step back's graph (its forward
+and backward passes) is built on a second thread, each on one intra-op thread, where one step
+at a time would split each small operation over both.  :func:`builds_ahead` decides it from the
+bytes a step saves for its backward, never from a timing, and ``build_ahead=`` overrides it.
 Measured costs: docs/results.md, "Reverse mode against forward mode and plain training".
 
 Cost per step: one Hessian-vector product, whatever the number of hyperparameter
@@ -62,9 +67,11 @@ __all__ = ["Reverse", "ReverseEnd", "build_ahead", "builds_ahead", "default_chec
 BATCH_BLOCK = 64  # with every step stored, batches are replayed this many steps at a time
 # A step whose forward pass saves at most this much for its backward is swept with its graph built
 # one step ahead on a second thread.  Whole reverse-mode runs, built ahead / in turn, on 2 cores
-# (experiments/bench_build_ahead.py; docs/results.md): LeNet batch 128 (6.8 MiB) 0.93, batch 256
-# (13.4 MiB) 0.90, batch 512 (26.6 MiB) 1.24; WRN-16-1 batch 16 (26.1 MiB) 1.05, 128 (204 MiB) 1.14.
-BUILD_AHEAD_MAX_BYTES = 16 * 2**20
+# (experiments/bench_build_ahead.py, two runs; docs/results.md): LeNet batch 128 (6.8 MiB) 0.93 and
+# 0.96; batch 256 (13.4 MiB) 0.98 and 1.08; batch 512 (26.6 MiB) 1.24 and 1.23; WRN-16-1 batch 16
+# (26.1 MiB) 1.05 and 0.99, batch 128 (204 MiB) 1.14 and 1.27.  Only the cases that gained in every
+# run are below the line.
+BUILD_AHEAD_MAX_BYTES = 8 * 2**20
 
 T_ = TypeVar("T_")
 R_ = TypeVar("R_")
