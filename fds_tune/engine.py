@@ -62,9 +62,10 @@ DEFAULT_MEMORY_BUDGET = 1024**3  # bytes of extra activation memory for forward 
 DEFAULT_CHECKPOINT_BUDGET = 2 * 1024**3  # bytes of stored states for reverse mode (every step stored when it fits)
 STALL_RATIO = 0.95  # a run stalled when its final train loss stays above 95% of its first
 # Costs in plain training steps, measured with experiments/bench_reverse.py (LeNet, batch 128, CPU, three
-# runs; docs/results.md): forward mode paid about one step plus 1.0-1.5 per active column (5 to 22 active
-# on average); reverse mode one step forward, 2.2-2.6 for the step back (the gradient recomputed with its
-# graph, then a double backward) and, with checkpoints, one recomputed step.
+# runs on each of two machines; docs/results.md): forward mode paid about one step plus 1.0-1.5 per active
+# column (5 to 22 active on average) on the first, more on the second; reverse mode one step forward,
+# 2.2-2.8 for the step back (the gradient recomputed with its graph, then a double backward) and, with
+# checkpoints, one recomputed step.  So the estimate leans to forward mode where the two are close.
 FORWARD_PER_COLUMN = 1.1
 REVERSE_SWEEP = 2.5
 
