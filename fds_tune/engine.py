@@ -198,10 +198,11 @@ def hypergradients(
             when that fits ``checkpoint_budget`` bytes, else about ``sqrt(T)``.
         build_ahead: reverse mode on CPU: build each step's graph on a second thread while
             the step after it is swept back (two steps side by side, one thread each, instead
-            of one step on every thread).  ``None``: when torch has two or more threads and a
-            step saves at most :data:`~fds_tune.reverse.BUILD_AHEAD_MAX_BYTES` for its
-            backward (small layers, which threads speed up least).  The same numbers either
-            way, up to float rounding.
+            of one step on every thread).  ``None``: when torch has two or more threads, the
+            network has convolutions and a step saves at most
+            :data:`~fds_tune.reverse.BUILD_AHEAD_MAX_BYTES` for its backward (small
+            convolutions, which threads speed up least; :func:`~fds_tune.reverse.builds_ahead`).
+            The same numbers either way, up to float rounding.
         groups: parameter groups for kinds given per group: ``"layers"`` or a mapping
             group name -> parameter-name patterns (:func:`~fds_tune.groups.param_groups`).
         start: continue from a :class:`TrainState` instead of the model's state.

@@ -29,11 +29,12 @@ data and writes weight gradients as convolutions; and ``U``'s VJP is taken with 
 the hyperparameter values as the optimizer reads them, a grouped kind's per-element
 cotangents then summed per group by :meth:`HyperLayout.hypers_vjp` (autograd's backward of
 the indexing is several times slower).
-On CPU with two or more threads, a sweep of small steps also runs two steps side by side
+On CPU with two or more threads, a sweep of small convolutional steps runs two steps side by side
 (:func:`build_ahead`): while one step's backward runs, the next step back's graph (its forward
 and backward passes) is built on a second thread, each on one intra-op thread, where one step
 at a time would split each small operation over both.  :func:`builds_ahead` decides it from the
-bytes a step saves for its backward, never from a timing, and ``build_ahead=`` overrides it.
+model's layers and the bytes a step saves for its backward, never from a timing, and
+``build_ahead=`` overrides it.
 Measured costs: docs/results.md, "Reverse mode against forward mode and plain training".
 
 Cost per step: one Hessian-vector product, whatever the number of hyperparameter
@@ -54,6 +55,7 @@ import threading
 from typing import Callable, Iterable, Iterator, NamedTuple, TypeVar
 
 import torch
+from torch import nn
 
 from .conv import convolutions_for_double_backward
 from .functional_model import FunctionalModel, TrainState
@@ -65,12 +67,13 @@ from .schedule import Schedule, value_index
 __all__ = ["Reverse", "ReverseEnd", "build_ahead", "builds_ahead", "default_checkpoint_every", "saved_bytes", "stored_bytes", "BATCH_BLOCK", "BUILD_AHEAD_MAX_BYTES"]
 
 BATCH_BLOCK = 64  # with every step stored, batches are replayed this many steps at a time
-# A step whose forward pass saves at most this much for its backward is swept with its graph built
-# one step ahead on a second thread.  Whole reverse-mode runs, built ahead / in turn, on 2 cores
-# (experiments/bench_build_ahead.py, two runs; docs/results.md): LeNet batch 128 (6.8 MiB) 0.93 and
-# 0.96; batch 256 (13.4 MiB) 0.98 and 1.08; batch 512 (26.6 MiB) 1.24 and 1.23; WRN-16-1 batch 16
-# (26.1 MiB) 1.05 and 0.99, batch 128 (204 MiB) 1.14 and 1.27.  Above the line every case was even or
-# slower in a run; below it LeNet gained in both, and an MLP (0.7 MiB, 4 ms a step) was even (1.06, 0.83).
+# A convolutional network's step whose forward pass saves at most this much for its backward is swept
+# with its graph built one step ahead on a second thread (builds_ahead).  Whole reverse-mode runs,
+# built ahead / in turn, on 2 cores (experiments/bench_build_ahead.py, three runs; docs/results.md):
+# LeNet batch 32 (1.8 MiB) 0.86, 64 (3.5 MiB) 0.93, 128 (6.8 MiB) 0.93, 0.96 and 0.89; batch 256
+# (13.4 MiB) 0.98, 1.08 and 0.88; 512 (26.6 MiB) 1.24, 1.23 and 1.02; WRN-16-1 batch 16 (26.1 MiB)
+# 1.05, 0.99 and 1.07; 128 (204 MiB) 1.14, 1.27 and 1.27.  An MLP never gained (0.7 MiB: 1.06, 0.83,
+# 1.12 and 1.03; 2.6 MiB: 1.07), hence convolutions only.
 BUILD_AHEAD_MAX_BYTES = 8 * 2**20
 
 T_ = TypeVar("T_")
@@ -229,10 +232,14 @@ class Reverse:
 def builds_ahead(fm: FunctionalModel, theta: torch.Tensor, buffers, x: torch.Tensor, y: torch.Tensor) -> bool:
     """The default of ``build_ahead``: whether to build each step's graph on a second thread while
     the step after it is swept back (:func:`build_ahead`).  Yes on CPU with two or more threads,
-    for a step whose forward pass saves at most :data:`BUILD_AHEAD_MAX_BYTES` for its backward
-    (small operations, which threads speed up least).  Decided from the step's shapes, never from
-    a timing, so that the same run always sums in the same order."""
+    for a network with convolutions whose step's forward pass saves at most
+    :data:`BUILD_AHEAD_MAX_BYTES` for its backward: small convolutions (and the pooling and
+    activations around them) are what threads speed up least, while the large matrix products of
+    an MLP use both threads well.  Decided from the model and the step's shapes, never from a
+    timing, so that the same run always sums in the same order."""
     if theta.device.type != "cpu" or torch.get_num_threads() < 2:
+        return False
+    if not any(isinstance(m, nn.modules.conv._ConvNd) for m in fm.model.modules()):
         return False
     return saved_bytes(fm, theta, buffers, x, y) <= BUILD_AHEAD_MAX_BYTES
 

@@ -326,7 +326,7 @@ def test_built_ahead_equals_built_in_turn_and_forward_mode(case, every, monkeypa
         torch.testing.assert_close(runs[True].per_step[k], runs[False].per_step[k], rtol=1e-12, atol=1e-15)
 
 
-def test_by_default_small_steps_are_built_ahead_and_large_ones_in_turn(monkeypatch):
+def test_by_default_small_convolutional_steps_are_built_ahead_and_others_in_turn(monkeypatch):
     model, shape = tiny_lenet(), CASES["lenet"][1]
     fm = FunctionalModel(model, F.cross_entropy)
     theta, buffers = fm.flatten(dict(model.named_parameters())), dict(model.named_buffers())
@@ -345,6 +345,13 @@ def test_by_default_small_steps_are_built_ahead_and_large_ones_in_turn(monkeypat
             monkeypatch.setattr(reverse, "BUILD_AHEAD_MAX_BYTES", sizes[1])
             torch.set_num_threads(1)
             assert not builds_ahead(fm, theta, buffers, x, y)  # one thread: nothing to run side by side
+            torch.set_num_threads(2)
+            mlp = FunctionalModel(tiny_mlp(), F.cross_entropy)
+            with mlp.batch_statistics():
+                xm, ym = batches(1, CASES["mlp"][1], batch=12)[0]
+                theta_m = mlp.flatten(dict(mlp.model.named_parameters()))
+                assert 0 < saved_bytes(mlp, theta_m, {}, xm, ym) <= sizes[1]
+                assert not builds_ahead(mlp, theta_m, {}, xm, ym)  # no convolution: matrix products use both threads well
     finally:
         torch.set_num_threads(threads)
 
