@@ -70,10 +70,11 @@ BATCH_BLOCK = 64  # with every step stored, batches are replayed this many steps
 # A convolutional network's step whose forward pass saves at most this much for its backward is swept
 # with its graph built one step ahead on a second thread (builds_ahead).  Whole reverse-mode runs,
 # built ahead / in turn, on 2 cores (experiments/bench_build_ahead.py, three runs; docs/results.md):
-# LeNet batch 32 (1.8 MiB) 0.86, 64 (3.5 MiB) 0.93, 128 (6.8 MiB) 0.93, 0.96 and 0.89; batch 256
-# (13.4 MiB) 0.98, 1.08 and 0.88; 512 (26.6 MiB) 1.24, 1.23 and 1.02; WRN-16-1 batch 16 (26.1 MiB)
-# 1.05, 0.99 and 1.07; 128 (204 MiB) 1.14, 1.27 and 1.27.  An MLP never gained (0.7 MiB: 1.06, 0.83,
-# 1.12 and 1.03; 2.6 MiB: 1.07), hence convolutions only.
+# LeNet batch 32 (1.8 MiB) 0.79, 64 (3.5 MiB) 0.83, 128 (6.8 MiB) 0.93, 0.96 and 0.90: faster in every
+# run.  Above the line, even or slower in some run: LeNet 256 (13.4 MiB) 0.98, 1.08, 0.94; 512
+# (26.6 MiB) 1.24, 1.23, 0.97; WRN-16-1 batch 16 (26.1 MiB) 1.05, 0.99, 0.98; 128 (204 MiB) 1.14, 1.27,
+# 1.30.  An MLP, whose matrix products use both threads well, came out even (batch 128, 0.7 MiB:
+# 1.06, 0.83, 0.92), hence convolutional networks only.
 BUILD_AHEAD_MAX_BYTES = 8 * 2**20
 
 T_ = TypeVar("T_")
