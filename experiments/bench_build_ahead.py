@@ -1,12 +1,13 @@
 """Benchmark: reverse mode's sweep with each step's graph built ahead on a second thread, against
 the same sweep built in turn on all of torch's threads, for networks and batches of several sizes.
 
-Sets :func:`fds_tune.reverse.builds_ahead`, the rule ``hypergradients(build_ahead=None)``
-follows (convolutional networks whose step saves at most :data:`~fds_tune.reverse.BUILD_AHEAD_MAX_BYTES`):
-each line prints the bytes one step's forward pass saves for its backward
-(:func:`fds_tune.reverse.saved_bytes`) beside the measured ratio and what the rule chooses.  Random input of each
-network's shape, schedule 7+1+1, every step stored; the two sweeps alternate (in turn, ahead, in
-turn, ...) and each ratio is the ahead run over the mean of the two in-turn runs beside it.
+Its figures set :func:`fds_tune.reverse.builds_ahead`, the rule ``hypergradients(build_ahead=None)``
+follows (convolutional networks whose step saves at most
+:data:`~fds_tune.reverse.BUILD_AHEAD_MAX_BYTES`): each line prints the bytes one step's forward
+pass saves for its backward (:func:`fds_tune.reverse.saved_bytes`) beside the measured ratio and
+what the rule chooses.  Random input of each network's shape, schedule 7+1+1, every step
+stored; the two sweeps alternate (in turn, ahead, in turn, ...) and each ratio is the ahead run
+over the mean of the two in-turn runs beside it.
 
     python experiments/bench_build_ahead.py                    # the default cases
     python experiments/bench_build_ahead.py --case lenet 512 40  # one case: network, batch, steps
@@ -39,8 +40,8 @@ def case(net: str, batch: int, steps: int, rounds: int) -> None:
     with fm.batch_statistics():
         saved, ahead = saved_bytes(fm, theta, buffers, *batches[0]), builds_ahead(fm, theta, buffers, *batches[0])
 
-    def run(ahead):
-        return hypergradients(model, SCHEDULE, batches, batches[:1], mode="reverse", checkpoint_every=1, build_ahead=ahead)
+    def run(built_ahead):
+        return hypergradients(model, SCHEDULE, batches, batches[:1], mode="reverse", checkpoint_every=1, build_ahead=built_ahead)
 
     run(False), run(True)  # warm-up: lazy imports and allocations
     units, t = bracketed((functools.partial(run, False), steps), {"ahead": (functools.partial(run, True), steps)}, torch.device("cpu"), rounds)
